@@ -1,0 +1,171 @@
+"""``export``: any JAX function on pytrees of arrays to an ONNX ModelProto."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata as importlib_metadata
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import onnx
+from jax import export as jax_export
+from jax.extend import core as jcore
+
+from bbjax.errors import ExportError
+from bbjax.onnx import domains, jax2onnx_overrides, metadata
+from bbjax.onnx.jaxpr_rewrite import prepare_for_onnx, source_of
+from bbjax.onnx.random_primitives import impl_name
+from bbjax.onnx.treedef import TreeCodecError, treedef_to_json
+
+DEFAULT_OPSET = 23
+
+
+def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
+           opset: int = DEFAULT_OPSET, double_precision: bool = False) -> onnx.ModelProto:
+    """Export ``fn(*example_args)`` to ONNX.
+
+    ``example_args`` are pytrees whose leaves are arrays, or ``jax.ShapeDtypeStruct`` whose
+    shape may name symbolic dimensions (``jax.ShapeDtypeStruct(("B", 784), jnp.float32)``:
+    the model then takes any size there). Typed PRNG keys are allowed as leaves; sampling with
+    them is recorded as ``ai.bytesandbrains.random`` ops that :func:`bbjax.onnx.lower` turns
+    back into the same ``jax.random`` calls. The input and output pytree structures are
+    stored in the model's metadata. Raises :class:`ExportError` naming the JAX primitive
+    and its source line for anything that cannot be exported.
+    """
+    leaves, in_tree = jax.tree.flatten(example_args)
+    in_keys = {i: impl_name(leaf.dtype) for i, leaf in enumerate(leaves) if _is_key(leaf)}
+    specs = _input_specs(leaves, in_keys)
+    out_info: dict[str, Any] = {}
+
+    def flat_fn(*flat: Any) -> list[Any]:
+        args = [jax.random.wrap_key_data(x, impl=in_keys[i]) if i in in_keys else x
+                for i, x in enumerate(flat)]
+        result = fn(*jax.tree.unflatten(in_tree, args))
+        out_leaves, out_tree = jax.tree.flatten(result)
+        out_info["tree"] = out_tree
+        out_info["keys"] = {i: impl_name(x.dtype) for i, x in enumerate(out_leaves) if _is_key(x)}
+        return [jax.random.key_data(x) if _is_key(x) else x for x in out_leaves]
+
+    model_name = name or getattr(fn, "__name__", "bbjax_model").replace("<", "").replace(">", "")
+    try:
+        closed = jax.make_jaxpr(flat_fn)(*specs)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"tracing {model_name} failed: {type(exc).__name__}: {exc}") from exc
+    prepared = prepare_for_onnx(closed)
+    _check_convertible(prepared.jaxpr)
+    model = _convert(prepared, specs, model_name, opset, double_precision)
+    try:
+        props = {
+            metadata.IN_TREE: treedef_to_json(in_tree),
+            metadata.OUT_TREE: treedef_to_json(out_info["tree"]),
+            metadata.IN_KEYS: json.dumps(sorted(in_keys.items())),
+            metadata.OUT_KEYS: json.dumps(sorted(out_info["keys"].items())),
+            metadata.EXPORTER: f"bbjax {_version('bbjax')} / jax2onnx {_version('jax2onnx')}",
+        }
+    except TreeCodecError as exc:
+        raise ExportError(str(exc)) from exc
+    onnx.helper.set_model_props(model, {**metadata.read(model), **props})
+    _import_custom_domains(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported model fails onnx.checker: {exc}") from exc
+    return model
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _input_specs(leaves: list[Any], in_keys: dict[int, str]) -> list[jax.ShapeDtypeStruct]:
+    names: list[str] = []
+    for leaf in leaves:
+        for dim in getattr(leaf, "shape", ()):
+            if isinstance(dim, str) and dim not in names:
+                names.append(dim)
+    scope = jax_export.SymbolicScope()
+    symbols = {n: jax_export.symbolic_shape(n, scope=scope)[0] for n in names}
+    specs = []
+    for i, leaf in enumerate(leaves):
+        if i in in_keys:
+            leaf = jax.random.key_data(leaf)
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            leaf = np.asarray(leaf)
+        shape = tuple(symbols[d] if isinstance(d, str) else int(d) for d in leaf.shape)
+        specs.append(jax.ShapeDtypeStruct(shape, leaf.dtype))
+    return specs
+
+
+def _sub_jaxprs(eqn: Any):
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jcore.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jcore.Jaxpr):
+                yield item
+
+
+def _check_convertible(jaxpr: jcore.Jaxpr) -> None:
+    from jax2onnx.plugins.plugin_system import PLUGIN_REGISTRY
+    jax2onnx_overrides.install()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name not in PLUGIN_REGISTRY:
+            raise ExportError("no ONNX conversion exists for this JAX primitive",
+                              primitive=eqn.primitive.name, source=source_of(eqn))
+        for sub in _sub_jaxprs(eqn):
+            _check_convertible(sub)
+
+
+def _convert(prepared: jcore.ClosedJaxpr, specs: list, model_name: str, opset: int,
+             double_precision: bool) -> onnx.ModelProto:
+    from jax2onnx import to_onnx
+    jax2onnx_overrides.install()
+    run = jcore.jaxpr_as_fun(prepared)
+    try:
+        model = to_onnx(lambda *args: tuple(run(*args)), specs, model_name=model_name,
+                        opset=opset, enable_double_precision=double_precision)
+    except ExportError:
+        raise
+    except Exception as exc:
+        primitive = _primitive_in_message(str(exc))
+        raise ExportError(f"ONNX conversion failed: {type(exc).__name__}: {exc}",
+                          primitive=primitive) from exc
+    if not isinstance(model, onnx.ModelProto):
+        raise ExportError(f"jax2onnx returned {type(model).__name__}, expected a ModelProto")
+    return model
+
+
+def _primitive_in_message(message: str) -> str | None:
+    marker = "primitive '"
+    if marker in message:
+        return message.split(marker, 1)[1].split("'", 1)[0]
+    return None
+
+
+def _import_custom_domains(model: onnx.ModelProto) -> None:
+    used = set()
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            used.add(node.domain)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                for g in attr.graphs:
+                    visit(g)
+
+    visit(model.graph)
+    imported = {imp.domain for imp in model.opset_import}
+    for domain, version in domains.OPSETS.items():
+        if domain in used and domain not in imported:
+            model.opset_import.append(onnx.helper.make_opsetid(domain, version))
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,125 @@
+"""bbjax's registered overrides of jax2onnx conversion plugins.
+
+jax2onnx converts a jaxpr equation with the plugin registered for its primitive. bbjax
+registers its own plugin for some primitives, through jax2onnx's ``register_primitive``
+(never by editing the installed package):
+
+- ``dot_general``: jax2onnx 0.17.1 lowers a 2-D left operand contracted on axis 0
+  (``xᵀ·g``, in every backward pass) to a ``Gemm`` without ``transA``, which is wrong; the
+  override sends those contractions to the ``Einsum`` lowering.
+- ``bbjax_random_*``: the raw-key PRNG primitives become ops of the
+  ``ai.bytesandbrains.random`` domain.
+
+:func:`install` applies them; :func:`disabled` removes one for a block (tests use it to show
+what goes wrong without it). ``OVERRIDES`` lists them by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+import onnx_ir as ir
+from jax2onnx.plugins import plugin_system
+from jax2onnx.plugins._ir_shapes import _stamp_type_and_shape
+from jax2onnx.plugins.jax.lax.dot_general import DotGeneralPlugin
+from jax2onnx.plugins.plugin_system import PLUGIN_REGISTRY, PrimitiveLeafPlugin
+
+from bbjax.onnx import domains
+from bbjax.onnx import random_primitives as rp
+
+
+class TransposedLhsDotGeneral(DotGeneralPlugin):
+    """``dot_general`` whose 2-D lhs contracted on axis 0 goes to Einsum, not a wrong Gemm."""
+
+    def _try_lower_matmul(self, ctx, lhs_var, rhs_var, out_var, lhs_val, rhs_val, out_spec,
+                          lhs_shape, rhs_shape, out_shape, lhs_contract, rhs_contract,
+                          lhs_batch, rhs_batch) -> bool:
+        if not lhs_batch and len(lhs_shape) == 2 and tuple(lhs_contract) != (1,):
+            return False
+        return super()._try_lower_matmul(
+            ctx, lhs_var, rhs_var, out_var, lhs_val, rhs_val, out_spec, lhs_shape, rhs_shape,
+            out_shape, lhs_contract, rhs_contract, lhs_batch, rhs_batch)
+
+
+_IR_UINT = {np.dtype(np.uint8): ir.DataType.UINT8, np.dtype(np.uint16): ir.DataType.UINT16,
+            np.dtype(np.uint32): ir.DataType.UINT32, np.dtype(np.uint64): ir.DataType.UINT64}
+
+
+class RandomPrimitivePlugin(PrimitiveLeafPlugin):
+    """A raw-key PRNG primitive as one node of the ``ai.bytesandbrains.random`` domain."""
+
+    op_type = ""
+
+    def lower(self, ctx: Any, eqn: Any) -> None:
+        inputs = [ctx.get_value_for_var(v, name_hint=ctx.fresh_name("rng_in")) for v in eqn.invars]
+        attributes = {k: (list(v) if isinstance(v, tuple) else v) for k, v in eqn.params.items()}
+        out_var = eqn.outvars[0]
+        value = ctx.builder.__getattr__(self.op_type)(
+            *inputs, _domain=domains.RANDOM, _outputs=[ctx.fresh_name(self.op_type)],
+            **attributes)
+        value.type = ir.TensorType(_IR_UINT[np.dtype(out_var.aval.dtype)])
+        _stamp_type_and_shape(value, tuple(out_var.aval.shape))
+        ctx.bind_value_for_var(out_var, value)
+
+
+def _random_plugin(primitive, op_type: str) -> RandomPrimitivePlugin:
+    cls = type(f"{op_type}Plugin", (RandomPrimitivePlugin,), {"op_type": op_type})
+    plugin = cls()
+    plugin.primitive = primitive.name
+    plugin.metadata = {"jaxpr_primitive": primitive.name}
+    return plugin
+
+
+def _dot_general_plugin() -> DotGeneralPlugin:
+    plugin = TransposedLhsDotGeneral()
+    original = PLUGIN_REGISTRY["dot_general"]
+    plugin.primitive = original.primitive
+    plugin.metadata = original.metadata
+    return plugin
+
+
+_FACTORIES = {
+    "dot_general": _dot_general_plugin,
+    **{p.name: (lambda p=p, t=t: _random_plugin(p, t)) for p, t in rp.ONNX_OP_TYPES.items()},
+}
+OVERRIDES: tuple[str, ...] = tuple(_FACTORIES)
+
+_originals: dict[str, Any] = {}
+_disabled: set[str] = set()
+
+
+def install() -> None:
+    """Load jax2onnx's plugins and put bbjax's overrides in place (idempotent)."""
+    plugin_system.import_all_plugins()
+    for name, factory in _FACTORIES.items():
+        if name in _disabled:
+            continue
+        current = PLUGIN_REGISTRY.get(name)
+        if getattr(current, "_bbjax_override", False):
+            continue
+        _originals.setdefault(name, current)
+        plugin = factory()
+        plugin._bbjax_override = True
+        PLUGIN_REGISTRY[name] = plugin
+
+
+@contextlib.contextmanager
+def disabled(name: str) -> Iterator[None]:
+    """Run a block with jax2onnx's own plugin for ``name`` instead of bbjax's override."""
+    if name not in _FACTORIES:
+        raise KeyError(f"no bbjax override named {name!r}; overrides: {OVERRIDES}")
+    install()
+    _disabled.add(name)
+    original = _originals.get(name)
+    if original is None:
+        PLUGIN_REGISTRY.pop(name, None)
+    else:
+        PLUGIN_REGISTRY[name] = original
+    try:
+        yield
+    finally:
+        _disabled.discard(name)
+        PLUGIN_REGISTRY.pop(name, None)
+        install()

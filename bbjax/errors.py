@@ -38,3 +38,8 @@ class LoweringError(BbjaxError):
         if node is not None or op is not None:
             where = f"node {node or '<unnamed>'!r} ({op or '?'}): "
         super().__init__(where + message)
+
+
+class DataDependentError(LoweringError):
+    """An op needs, at trace time, a value that depends on traced inputs (a data-dependent
+    shape, count or branch). The model runs eagerly on concrete inputs but not under ``jit``."""

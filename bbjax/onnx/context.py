@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from bbjax.errors import LoweringError
+from bbjax.errors import DataDependentError, LoweringError
 
 if TYPE_CHECKING:
     from bbjax.onnx.interpreter import Scope
@@ -103,9 +103,9 @@ class NodeContext:
             raise self.error(f"required attribute {name!r} is missing")
         return default
 
-    def error(self, message: str) -> LoweringError:
+    def error(self, message: str, kind: type[LoweringError] = LoweringError) -> LoweringError:
         op = f"{self.node.domain or 'ai.onnx'}::{self.node.op_type}"
-        return LoweringError(message, node=self.node.name or None, op=op)
+        return kind(message, node=self.node.name or None, op=op)
 
     def static(self, value: Any, what: str) -> np.ndarray:
         """``value`` as a numpy array; it must be known at trace time (shapes, axes, counts)."""
@@ -116,9 +116,8 @@ class NodeContext:
         try:
             return np.asarray(value)
         except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as exc:
-            raise self.error(
-                f"{what} must be known at trace time, but it depends on a traced input"
-            ) from exc
+            raise self.error(f"{what} must be known at trace time, but it depends on a "
+                             "traced input", DataDependentError) from exc
 
     def static_ints(self, value: Any, what: str) -> list[int]:
         return [int(v) for v in self.static(value, what).reshape(-1)]

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from bbjax.errors import LoweringError
+from bbjax.errors import DataDependentError, LoweringError
 from bbjax.onnx.context import NodeContext, attribute_value, is_static, sparse_to_dense
 from bbjax.onnx.ops import registry
 
@@ -146,7 +146,8 @@ class Interpreter:
         except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
                 jax.errors.TracerIntegerConversionError, jax.errors.TracerBoolConversionError) as exc:
             raise ctx.error("a value this op needs at trace time depends on a traced input "
-                            f"(data-dependent shape or control flow): {type(exc).__name__}") from exc
+                            f"(data-dependent shape or control flow): {type(exc).__name__}",
+                            DataDependentError) from exc
         except Exception as exc:  # an op implementation rejected its inputs or attributes
             raise ctx.error(f"{type(exc).__name__}: {exc}") from exc
         outputs = list(result) if isinstance(result, tuple) else [result]

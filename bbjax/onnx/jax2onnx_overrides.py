@@ -9,6 +9,12 @@ registers its own plugin for some primitives, through jax2onnx's ``register_prim
   override sends those contractions to the ``Einsum`` lowering.
 - ``bbjax_random_*``: the raw-key PRNG primitives become ops of the
   ``ai.bytesandbrains.random`` domain.
+- ``bitcast_convert_type``: jax2onnx emits ONNX ``BitCast`` (opset 26) whatever the target
+  opset, which fails ``onnx.checker`` below 26; below 26 the override emits
+  ``ai.bytesandbrains.lax::BitcastConvert`` instead.
+- ``erf_inv``: jax2onnx approximates it with ONNX arithmetic, which differs from XLA's in
+  the last bits and so breaks bit-exact ``jax.random.normal``; the override emits
+  ``ai.bytesandbrains.lax::ErfInv``.
 
 :func:`install` applies them; :func:`disabled` removes one for a block (tests use it to show
 what goes wrong without it). ``OVERRIDES`` lists them by name.
@@ -20,6 +26,7 @@ import contextlib
 from typing import Any, Iterator
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 from jax2onnx.plugins import plugin_system
 from jax2onnx.plugins._ir_shapes import _stamp_type_and_shape
@@ -28,6 +35,8 @@ from jax2onnx.plugins.plugin_system import PLUGIN_REGISTRY, PrimitiveLeafPlugin
 
 from bbjax.onnx import domains
 from bbjax.onnx import random_primitives as rp
+
+BITCAST_OPSET = onnx.defs.get_schema("BitCast").since_version
 
 
 class TransposedLhsDotGeneral(DotGeneralPlugin):
@@ -64,7 +73,45 @@ class RandomPrimitivePlugin(PrimitiveLeafPlugin):
         ctx.bind_value_for_var(out_var, value)
 
 
-def _random_plugin(primitive, op_type: str) -> RandomPrimitivePlugin:
+def _emit_lax_op(ctx: Any, eqn: Any, op_type: str, **attributes: Any) -> None:
+    """Lower a one-output primitive to ``ai.bytesandbrains.lax::op_type``."""
+    out_var = eqn.outvars[0]
+    inputs = [ctx.get_value_for_var(v, name_hint=ctx.fresh_name("lax_in")) for v in eqn.invars]
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(out_var.aval.dtype))
+    value = ctx.builder.__getattr__(op_type)(*inputs, _domain=domains.LAX,
+                                             _outputs=[ctx.fresh_name(op_type)], **attributes)
+    value.type = ir.TensorType(ir.DataType(elem))
+    _stamp_type_and_shape(value, tuple(out_var.aval.shape))
+    ctx.bind_value_for_var(out_var, value)
+
+
+class BitcastConvertPlugin(PrimitiveLeafPlugin):
+    """``bitcast_convert_type`` as ONNX BitCast from opset 26, else a bbjax ``lax`` op."""
+
+    def __init__(self, original: Any):
+        self.original = original
+
+    def lower(self, ctx: Any, eqn: Any) -> None:
+        if int(ctx.builder.opset) >= BITCAST_OPSET:
+            return self.original.lower(ctx, eqn)
+        to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(eqn.outvars[0].aval.dtype))
+        _emit_lax_op(ctx, eqn, "BitcastConvert", to=int(to))
+
+
+class ErfInvPlugin(PrimitiveLeafPlugin):
+    """``erf_inv`` as ``ai.bytesandbrains.lax::ErfInv``, lowered back to ``lax.erf_inv``."""
+
+    def lower(self, ctx: Any, eqn: Any) -> None:
+        _emit_lax_op(ctx, eqn, "ErfInv")
+
+
+def _adopt(plugin: PrimitiveLeafPlugin, original: Any) -> PrimitiveLeafPlugin:
+    plugin.primitive = original.primitive
+    plugin.metadata = original.metadata
+    return plugin
+
+
+def _random_plugin(primitive, op_type: str, original: Any = None) -> RandomPrimitivePlugin:
     cls = type(f"{op_type}Plugin", (RandomPrimitivePlugin,), {"op_type": op_type})
     plugin = cls()
     plugin.primitive = primitive.name
@@ -72,17 +119,11 @@ def _random_plugin(primitive, op_type: str) -> RandomPrimitivePlugin:
     return plugin
 
 
-def _dot_general_plugin() -> DotGeneralPlugin:
-    plugin = TransposedLhsDotGeneral()
-    original = PLUGIN_REGISTRY["dot_general"]
-    plugin.primitive = original.primitive
-    plugin.metadata = original.metadata
-    return plugin
-
-
 _FACTORIES = {
-    "dot_general": _dot_general_plugin,
-    **{p.name: (lambda p=p, t=t: _random_plugin(p, t)) for p, t in rp.ONNX_OP_TYPES.items()},
+    "dot_general": lambda original: _adopt(TransposedLhsDotGeneral(), original),
+    "bitcast_convert_type": lambda original: _adopt(BitcastConvertPlugin(original), original),
+    "erf_inv": lambda original: _adopt(ErfInvPlugin(), original),
+    **{p.name: (lambda original, p=p, t=t: _random_plugin(p, t)) for p, t in rp.ONNX_OP_TYPES.items()},
 }
 OVERRIDES: tuple[str, ...] = tuple(_FACTORIES)
 
@@ -99,8 +140,8 @@ def install() -> None:
         current = PLUGIN_REGISTRY.get(name)
         if getattr(current, "_bbjax_override", False):
             continue
-        _originals.setdefault(name, current)
-        plugin = factory()
+        original = _originals.setdefault(name, current)
+        plugin = factory(original)
         plugin._bbjax_override = True
         PLUGIN_REGISTRY[name] = plugin
 
@@ -121,5 +162,4 @@ def disabled(name: str) -> Iterator[None]:
         yield
     finally:
         _disabled.discard(name)
-        PLUGIN_REGISTRY.pop(name, None)
         install()

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax._src import source_info_util  # keeps user source lines through the rewrite
 from jax.extend import core as jcore
 
 from bbjax.errors import ExportError
@@ -53,7 +54,6 @@ class RawKey:
 def source_of(eqn: Any) -> str:
     """``file:line (function)`` of the user code that produced ``eqn``."""
     try:
-        from jax._src import source_info_util
         return source_info_util.summarize(eqn.source_info)
     except Exception:  # source info is best effort
         return "<unknown>"
@@ -93,7 +93,9 @@ def _eval(jaxpr: jcore.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> lis
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         try:
-            outvals = _eval_eqn(eqn, invals)
+            with source_info_util.user_context(eqn.source_info.traceback,
+                                               name_stack=eqn.source_info.name_stack):
+                outvals = _eval_eqn(eqn, invals)
         except ExportError as exc:
             if exc.primitive is None:
                 raise ExportError(str(exc), primitive=eqn.primitive.name,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Primitive
-from jax.interpreters import mlir
+from jax.interpreters import batching, mlir
 
 
 def impl_name(key_dtype: Any) -> str:
@@ -58,6 +58,15 @@ def _define(name: str, impl, abstract_eval) -> Primitive:
     p.def_impl(impl)
     p.def_abstract_eval(abstract_eval)
     mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
+
+    def batch_rule(args, dims, **params):
+        # every primitive here maps over leading batch dimensions of its operands
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not batching.not_mapped)
+        moved = [jnp.broadcast_to(a, (size,) + a.shape) if d is batching.not_mapped
+                 else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
+        return p.bind(*moved, **params), 0
+
+    batching.primitive_batchers[p] = batch_rule
     return p
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from importlib import metadata as importlib_metadata
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -125,8 +127,9 @@ def _convert(prepared: jcore.ClosedJaxpr, specs: list, model_name: str, opset: i
     jax2onnx_overrides.install()
     run = jcore.jaxpr_as_fun(prepared)
     try:
-        model = to_onnx(lambda *args: tuple(run(*args)), specs, model_name=model_name,
-                        opset=opset, enable_double_precision=double_precision)
+        with _quiet("onnx_ir", "jax2onnx"):
+            model = to_onnx(lambda *args: tuple(run(*args)), specs, model_name=model_name,
+                            opset=opset, enable_double_precision=double_precision)
     except ExportError:
         raise
     except Exception as exc:
@@ -136,6 +139,19 @@ def _convert(prepared: jcore.ClosedJaxpr, specs: list, model_name: str, opset: i
     if not isinstance(model, onnx.ModelProto):
         raise ExportError(f"jax2onnx returned {type(model).__name__}, expected a ModelProto")
     return model
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Silence the converter's value-type chatter; errors still raise."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _primitive_in_message(message: str) -> str | None:

@@ -66,7 +66,7 @@ def prepare_for_onnx(closed: jcore.ClosedJaxpr) -> jcore.ClosedJaxpr:
         if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.prng_key):
             raise ExportError("typed PRNG key inputs must be passed as raw key data")
     return jax.make_jaxpr(lambda *args: _eval(closed.jaxpr, closed.consts, args))(
-        *[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals])
+        *[jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals])
 
 
 def _rewrite_closed(closed: jcore.ClosedJaxpr) -> jcore.ClosedJaxpr:

@@ -19,12 +19,15 @@ class MLP(nnx.Module):
 
 
 class CNN(linen.Module):
+    max_pool: bool = True
+
     @linen.compact
     def __call__(self, x, train: bool = False):
         x = linen.Conv(8, (3, 3))(x)
         x = linen.BatchNorm(use_running_average=not train)(x)
         x = jax.nn.relu(x)
-        x = linen.max_pool(x, (2, 2), (2, 2))
+        pool = linen.max_pool if self.max_pool else linen.avg_pool
+        x = pool(x, (2, 2), (2, 2))
         x = linen.Conv(16, (3, 3), padding="VALID")(x)
         x = linen.avg_pool(x, (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)

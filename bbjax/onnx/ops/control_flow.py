@@ -32,8 +32,9 @@ def if_(ctx, cond):
     pred = jnp.asarray(cond).reshape(()).astype(bool)
     try:
         outs = lax.cond(pred, lambda: _dynamic(then_branch([])), lambda: _dynamic(else_branch([])))
-    except TypeError as exc:
-        raise ctx.error(f"branches produce different types or shapes: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ctx.error("with a traced condition both branches must produce the same types "
+                        f"and shapes: {exc}", DataDependentError) from exc
     return tuple(outs)
 
 
@@ -61,6 +62,8 @@ def loop(ctx, max_trip_count, cond, *initial):
         if n_scan:
             raise ctx.error("a Loop that may stop early cannot have scan outputs under jit "
                             "(their length would depend on data)", DataDependentError)
+        if trip is not None:  # a static bound past the counter's range means "no bound"
+            max_trip_count = None if trip >= np.iinfo(iter_dtype).max else np.asarray(trip)
         return _loop_as_while(body, max_trip_count, cond, initial, iter_dtype)
     return _loop_unrolled(ctx, body, graph, trip, cond, initial, n_carried, n_scan, iter_dtype)
 
@@ -78,7 +81,7 @@ def _loop_as_scan(body, trip: int, initial, n_carried: int, iter_dtype):
 
 
 def _loop_as_while(body, max_trip_count, cond, initial, iter_dtype):
-    limit = None if max_trip_count is None else jnp.asarray(max_trip_count).reshape(())
+    limit = None if max_trip_count is None else jnp.asarray(max_trip_count, iter_dtype).reshape(())
     start_cond = jnp.asarray(True if cond is None else cond).reshape(()).astype(bool)
 
     def keep_going(state):

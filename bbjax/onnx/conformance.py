@@ -25,7 +25,13 @@ from bbjax.onnx.lower import lower, supported_ops
 # `exclusion_reason` (string tensors); everything else must be listed here by name.
 _BF16_SOFTMAX = ("the numpy reference rounds every partial softmax sum to bfloat16; XLA "
                  "accumulates bfloat16 in float32 (1-ulp bfloat16 differences)")
+_UNSPECIFIED_RNG = ("expected outputs come from numpy's seeded generator; ONNX leaves the "
+                    "random stream unspecified, so no other runtime can reproduce them")
 EXCLUDED: dict[str, str] = {
+    "test_training_dropout": _UNSPECIFIED_RNG,
+    "test_training_dropout_default": _UNSPECIFIED_RNG,
+    "test_training_dropout_default_mask": _UNSPECIFIED_RNG,
+    "test_training_dropout_mask": _UNSPECIFIED_RNG,
     "test_attention_3d_causal_bf16_expanded": _BF16_SOFTMAX,
     "test_attention_4d_causal_bf16_expanded": _BF16_SOFTMAX,
     "test_attention_4d_attn_mask_causal_bf16_expanded": _BF16_SOFTMAX,

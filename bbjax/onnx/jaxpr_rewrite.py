@@ -128,6 +128,12 @@ def _eval_eqn(eqn: Any, invals: list[Any]) -> Any:
             params[param] = (tuple(_rewrite_closed(b) for b in value)
                              if isinstance(value, tuple) else _rewrite_closed(value))
         return eqn.primitive.bind(*invals, **params)
+    if name == "pad" and any(interior for _, _, interior in params["padding_config"]):
+        return _pad_with_interior(*invals, params["padding_config"])
+    if name == "conv_general_dilated":
+        return _canonical_conv(*invals, **params)
+    if name == "select_and_scatter_add":
+        return _select_and_scatter_add(*invals, **params)
     if name in _SCATTERS and not _is_elementwise_scatter(params, invals):
         return _elementwise_scatter(name, params, *invals)
     return eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(params))
@@ -284,3 +290,58 @@ def _elementwise_scatter(name: str, params: dict, operand, indices, updates) -> 
     if kind == "scatter_sub":
         updates = jnp.where(in_bounds, updates, 0)
     return apply(updates, mode="promise_in_bounds")
+
+
+def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, window_strides,
+                            padding) -> jax.Array:
+    """Add each ``source`` value at the position its window selects (first max for ``ge``)."""
+    pick_max = select_prim in (lax.ge_p, lax.gt_p)
+    fill = -jnp.inf if pick_max else jnp.inf
+    padded = lax.pad(operand, jnp.asarray(fill, operand.dtype),
+                     [(lo, hi, 0) for lo, hi in padding])
+    offsets = np.stack(np.unravel_index(np.arange(int(np.prod(window_dimensions))),
+                                        window_dimensions), axis=-1)  # (K, rank)
+    k = offsets.shape[0]
+    shape = tuple(source.shape) + (k,)
+    index = [lax.broadcasted_iota(np.int32, shape, d) * stride + offsets[:, d].astype(np.int32)
+             for d, stride in enumerate(window_strides)]
+    patches = padded[tuple(index)]
+    chosen = (jnp.argmax if pick_max else jnp.argmin)(patches, axis=-1)[..., None]
+    position = [jnp.take_along_axis(i, chosen, axis=-1)[..., 0] for i in index]
+    grads = jnp.zeros(padded.shape, source.dtype).at[tuple(position)].add(
+        source, mode="promise_in_bounds")
+    return lax.slice(grads, [lo for lo, _ in padding],
+                     [n - hi for n, (_, hi) in zip(padded.shape, padding)])
+
+
+def _pad_with_interior(operand, padding_value, padding_config) -> jax.Array:
+    """``lax.pad`` with interior padding, built from ops that have an ONNX form."""
+    x = operand
+    for axis, (_, _, interior) in enumerate(padding_config):
+        if not interior or x.shape[axis] == 0:
+            continue
+        n = x.shape[axis]
+        expanded = lax.expand_dims(x, (axis + 1,))
+        filler = lax.broadcast_in_dim(
+            padding_value.astype(x.dtype), expanded.shape[: axis + 1] + (interior,)
+            + expanded.shape[axis + 2:], ())
+        woven = lax.concatenate([expanded, filler], axis + 1)
+        woven = lax.reshape(woven, x.shape[:axis] + (n * (interior + 1),) + x.shape[axis + 1:])
+        x = lax.slice_in_dim(woven, 0, n + (n - 1) * interior, axis=axis)
+    return lax.pad(x, padding_value.astype(x.dtype), [(lo, hi, 0) for lo, hi, _ in padding_config])
+
+
+def _canonical_conv(lhs, rhs, *, dimension_numbers, lhs_dilation, **params) -> jax.Array:
+    """The same convolution with identity dimension numbers and no input dilation."""
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
+    lhs = lax.transpose(lhs, tuple(lhs_spec))
+    rhs = lax.transpose(rhs, tuple(rhs_spec))
+    if any(d != 1 for d in lhs_dilation):
+        zero = jnp.zeros((), lhs.dtype)
+        lhs = _pad_with_interior(lhs, zero, [(0, 0, 0), (0, 0, 0)]
+                                 + [(0, 0, d - 1) for d in lhs_dilation])
+    identity = tuple(range(lhs.ndim))
+    out = lax.conv_general_dilated_p.bind(
+        lhs, rhs, lhs_dilation=(1,) * (lhs.ndim - 2),
+        dimension_numbers=lax.ConvDimensionNumbers(identity, identity, identity), **params)
+    return lax.transpose(out, tuple(np.argsort(out_spec)))

@@ -313,3 +313,60 @@ def test_onnxruntime_matches_jax(case):
     assert len(outs) == len(want)
     for got, expected in zip(outs, want):
         np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+@functools.cache
+def cnn_train_case():
+    cnn = models.CNN()
+    x = np.zeros((2, 12, 12, 3), np.float32)
+    variables = cnn.init(jax.random.PRNGKey(0), x)
+    # SGD, not Adam: behind BatchNorm the conv bias gradient is rounding noise, which Adam's
+    # normalisation would amplify into O(lr) differences
+    opt = optax.sgd(0.1, momentum=0.9)
+
+    def step(params, stats, opt_state, x, y):
+        def loss_fn(p):
+            logits, updates = cnn.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                        mutable=["batch_stats"])
+            return models.cross_entropy(logits, y), updates["batch_stats"]
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), stats, opt_state, loss
+
+    args = (variables["params"], variables["batch_stats"], opt.init(variables["params"]), x,
+            np.zeros(2, np.int32))
+    return step, args, bbjax.onnx.export(step, *args)
+
+
+@SEEDS
+@FEW
+def test_cnn_train_step_with_max_pool_gradient(seed):
+    step, args, model = cnn_train_case()
+    r = rng(seed)
+    args = (*args[:3], r.normal(size=(2, 12, 12, 3)).astype(np.float32),
+            r.integers(0, 10, size=(2,)).astype(np.int32))
+    assert_close(jax.jit(bbjax.onnx.lower(model))(*args), jax.jit(step)(*args), atol=1e-5)
+
+
+def _strided_conv_loss(w, x):
+    y = jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", rhs_dilation=(1, 2),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(jnp.tanh(y) ** 2)
+
+
+@SEEDS
+@FEW
+def test_strided_conv_gradients_in_both_operands(seed):
+    r = rng(seed)
+    w = r.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    x = r.normal(size=(2, 9, 8, 2)).astype(np.float32)
+    grad = jax.grad(_strided_conv_loss, argnums=(0, 1))
+    lowered = jax.jit(bbjax.onnx.lower(strided_conv_model()))
+    assert_close(lowered(w, x), jax.jit(grad)(w, x), atol=1e-5)
+
+
+@functools.cache
+def strided_conv_model():
+    w, x = np.zeros((3, 3, 2, 4), np.float32), np.zeros((2, 9, 8, 2), np.float32)
+    return bbjax.onnx.export(jax.grad(_strided_conv_loss, argnums=(0, 1)), w, x)

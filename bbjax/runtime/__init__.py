@@ -1,0 +1,56 @@
+"""The runtime's wire boundary: the envelope format nodes exchange and the tensor codec
+for fill payloads. Decoding is total: malformed bytes raise an
+:class:`~bbjax.runtime.errors.EnvelopeError`, never anything else.
+
+See ``docs/envelope.md`` for the byte layout, the caps and the type hash.
+"""
+
+from bbjax.runtime.envelope import (
+    DEFAULT_LIMITS,
+    FORMAT_VERSION,
+    MAGIC,
+    Envelope,
+    Fill,
+    Limits,
+    decode,
+    encode,
+)
+from bbjax.runtime.errors import (
+    EnvelopeError,
+    MalformedEnvelope,
+    OversizedEnvelope,
+    TensorDecodeError,
+    TensorEncodeError,
+    TruncatedEnvelope,
+    UnsupportedVersion,
+)
+from bbjax.runtime.tensor_codec import (
+    decode_tensor,
+    encode_tensor,
+    fnv1a64,
+    tensor_type_name,
+    type_hash,
+)
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Envelope",
+    "EnvelopeError",
+    "Fill",
+    "Limits",
+    "MalformedEnvelope",
+    "OversizedEnvelope",
+    "TensorDecodeError",
+    "TensorEncodeError",
+    "TruncatedEnvelope",
+    "UnsupportedVersion",
+    "decode",
+    "decode_tensor",
+    "encode",
+    "encode_tensor",
+    "fnv1a64",
+    "tensor_type_name",
+    "type_hash",
+]

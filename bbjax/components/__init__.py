@@ -1,0 +1,38 @@
+"""Components: a role, a state ``init`` and pure methods ``fn(state, *inputs) -> (state, outputs)``.
+
+The roles and their method contracts live in :mod:`bbjax.components.roles`; ready-made
+components are built by the factories re-exported here.
+"""
+
+from bbjax.components.array_data_source import ArrayDataState, array_data_source
+from bbjax.components.backend import backend
+from bbjax.components.component import Component
+from bbjax.components.errors import ComponentError
+from bbjax.components.fixed_view_selector import FixedViewState, fixed_view_selector
+from bbjax.components.flax_model import ModelState, flax_model
+from bbjax.components.roles import CONTRACTS, Contract, MethodSpec, Role, contract
+from bbjax.components.status import Status
+from bbjax.components.topk_index import TopKIndexState, topk_index
+from bbjax.components.weighted_mean import WeightedMeanState, weighted_mean
+
+__all__ = [
+    "CONTRACTS",
+    "ArrayDataState",
+    "Component",
+    "ComponentError",
+    "Contract",
+    "FixedViewState",
+    "MethodSpec",
+    "ModelState",
+    "Role",
+    "Status",
+    "TopKIndexState",
+    "WeightedMeanState",
+    "array_data_source",
+    "backend",
+    "contract",
+    "fixed_view_selector",
+    "flax_model",
+    "topk_index",
+    "weighted_mean",
+]

@@ -234,9 +234,11 @@ def _key_structural(name: str, params: dict, invals: list[Any]) -> Any:
 # -- scatters -----------------------------------------------------------------------------------
 
 def _is_elementwise_scatter(params: dict, invals: list[Any]) -> bool:
+    """Already single-element updates at indices promised to be in bounds."""
     dnums = params["dimension_numbers"]
     rank = np.ndim(invals[0])
-    return (not dnums.update_window_dims and len(dnums.inserted_window_dims) == rank
+    return ("PROMISE_IN_BOUNDS" in str(params.get("mode")).upper()
+            and not dnums.update_window_dims and len(dnums.inserted_window_dims) == rank
             and tuple(dnums.scatter_dims_to_operand_dims) == tuple(range(rank))
             and not getattr(dnums, "operand_batching_dims", ()))
 

@@ -370,3 +370,39 @@ def test_strided_conv_gradients_in_both_operands(seed):
 def strided_conv_model():
     w, x = np.zeros((3, 3, 2, 4), np.float32), np.zeros((2, 9, 8, 2), np.float32)
     return bbjax.onnx.export(jax.grad(_strided_conv_loss, argnums=(0, 1)), w, x)
+
+
+def _robust_stats(x, idx, upd):
+    """Scatter-add, top-k, sort and median: what robust aggregation rules are made of."""
+    scattered = jnp.zeros(8, x.dtype).at[idx].add(upd)
+    values, indices = jax.lax.top_k(x, 3)
+    return scattered, values, indices, jnp.sort(x, axis=0), jnp.median(x.reshape(4, 3), axis=0)
+
+
+@functools.cache
+def robust_stats_model():
+    return bbjax.onnx.export(_robust_stats, np.zeros(12, np.float32), np.zeros(5, np.int32),
+                             np.zeros(5, np.float32))
+
+
+@SEEDS
+@FEW
+def test_scatter_topk_sort_median(seed):
+    r = rng(seed)
+    args = (r.normal(size=12).astype(np.float32), r.integers(0, 8, 5).astype(np.int32),
+            r.normal(size=5).astype(np.float32))
+    assert_close(jax.jit(bbjax.onnx.lower(robust_stats_model()))(*args), _robust_stats(*args))
+    for got, want in zip(run_onnxruntime(robust_stats_model(), *args), _robust_stats(*args)):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["drop", "clip"])
+def test_out_of_bounds_scatter_updates_match_jax(mode):
+    def scatter(idx, upd):
+        return jnp.ones(6, jnp.float32).at[idx].mul(upd, mode=mode), \
+            jnp.zeros((3, 4), jnp.float32).at[idx % 3, idx].add(upd, mode=mode)
+
+    idx = np.array([1, 9, -2, 4, 30], np.int32)
+    upd = np.array([2.0, 3.0, 5.0, 7.0, 11.0], np.float32)
+    lowered = bbjax.onnx.lower(bbjax.onnx.export(scatter, idx, upd))
+    assert_close(jax.jit(lowered)(idx, upd), scatter(idx, upd))

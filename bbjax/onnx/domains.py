@@ -1,6 +1,16 @@
 """The ONNX domains bbjax adds, and their opset versions."""
 
+PREFIX = "ai.bytesandbrains"
 RANDOM = "ai.bytesandbrains.random"  # key-based sampling: RandomBits, RandomSplit, RandomFoldIn, RandomSeed
 LAX = "ai.bytesandbrains.lax"        # JAX primitives kept exact: BitcastConvert, ErfInv
 
-OPSETS = {RANDOM: 1, LAX: 1}
+WIRE = "ai.bytesandbrains.wire"      # Send (and, after partitioning, Recv)
+ROLE_PREFIX = "ai.bytesandbrains.role."  # + role: slot calls, op_type = the method
+
+
+def role_domain(role: str) -> str:
+    """The domain of slot calls on a component of ``role``."""
+    return ROLE_PREFIX + role
+
+
+OPSETS = {RANDOM: 1, LAX: 1, WIRE: 1}  # every other ai.bytesandbrains.* domain: version 1

@@ -24,7 +24,9 @@ DEFAULT_OPSET = 23
 
 
 def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
-           opset: int = DEFAULT_OPSET, double_precision: bool = False) -> onnx.ModelProto:
+           opset: int = DEFAULT_OPSET, double_precision: bool = False,
+           input_names: list[str] | None = None,
+           output_names: list[str] | None = None) -> onnx.ModelProto:
     """Export ``fn(*example_args)`` to ONNX.
 
     ``example_args`` are pytrees whose leaves are arrays, or ``jax.ShapeDtypeStruct`` whose
@@ -32,8 +34,10 @@ def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
     the model then takes any size there). Typed PRNG keys are allowed as leaves; sampling with
     them is recorded as ``ai.bytesandbrains.random`` ops that :func:`bbjax.onnx.lower` turns
     back into the same ``jax.random`` calls. The input and output pytree structures are
-    stored in the model's metadata. Raises :class:`ExportError` naming the JAX primitive
-    and its source line for anything that cannot be exported.
+    stored in the model's metadata. ``input_names`` / ``output_names`` name the graph's
+    inputs and outputs (one per leaf; default ``in_<i>`` / ``out_<i>``). Raises
+    :class:`ExportError` naming the JAX primitive and its source line for anything that
+    cannot be exported.
     """
     leaves, in_tree = jax.tree.flatten(example_args)
     in_keys = {i: impl_name(leaf.dtype) for i, leaf in enumerate(leaves) if _is_key(leaf)}
@@ -58,7 +62,8 @@ def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
         raise ExportError(f"tracing {model_name} failed: {type(exc).__name__}: {exc}") from exc
     prepared = prepare_for_onnx(closed)
     _check_convertible(prepared.jaxpr)
-    model = _convert(prepared, specs, model_name, opset, double_precision)
+    model = _convert(prepared, specs, model_name, opset, double_precision, input_names,
+                     output_names)
     try:
         props = {
             metadata.IN_TREE: treedef_to_json(in_tree),
@@ -122,14 +127,16 @@ def _check_convertible(jaxpr: jcore.Jaxpr) -> None:
 
 
 def _convert(prepared: jcore.ClosedJaxpr, specs: list, model_name: str, opset: int,
-             double_precision: bool) -> onnx.ModelProto:
+             double_precision: bool, input_names: list[str] | None,
+             output_names: list[str] | None) -> onnx.ModelProto:
     from jax2onnx import to_onnx
     jax2onnx_overrides.install()
     run = jcore.jaxpr_as_fun(prepared)
     try:
         with _quiet("onnx_ir", "jax2onnx"):
             model = to_onnx(lambda *args: tuple(run(*args)), specs, model_name=model_name,
-                            opset=opset, enable_double_precision=double_precision)
+                            opset=opset, enable_double_precision=double_precision,
+                            input_names=input_names, output_names=output_names)
     except ExportError:
         raise
     except Exception as exc:
@@ -175,8 +182,9 @@ def _import_custom_domains(model: onnx.ModelProto) -> None:
 
     visit(model.graph)
     imported = {imp.domain for imp in model.opset_import}
-    for domain, version in domains.OPSETS.items():
-        if domain in used and domain not in imported:
+    for domain in sorted(used - imported):
+        if domain.startswith(domains.PREFIX):
+            version = domains.OPSETS.get(domain, 1)
             model.opset_import.append(onnx.helper.make_opsetid(domain, version))
 
 

@@ -127,6 +127,17 @@ _FACTORIES = {
 }
 OVERRIDES: tuple[str, ...] = tuple(_FACTORIES)
 
+
+def register(primitive_name: str, factory: Any) -> None:
+    """Register a bbjax plugin for a primitive of bbjax's own (``factory(original)``)."""
+    if primitive_name in _FACTORIES and primitive_name not in _EXTENSIONS:
+        raise KeyError(f"{primitive_name!r} is already a bbjax override")
+    _FACTORIES[primitive_name] = factory
+    _EXTENSIONS.add(primitive_name)
+
+
+_EXTENSIONS: set[str] = set()
+
 _originals: dict[str, Any] = {}
 _disabled: set[str] = set()
 

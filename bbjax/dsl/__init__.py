@@ -1,0 +1,7 @@
+"""The authoring surface: Modules, their Graph recorder, peer sets."""
+
+from bbjax.dsl.errors import ModuleError, UnboundSlotError
+from bbjax.dsl.graph import Graph, PeerSet
+from bbjax.dsl.module import Module
+
+__all__ = ["Graph", "Module", "ModuleError", "PeerSet", "UnboundSlotError"]

@@ -1,9 +1,12 @@
 """bbjax: JAX-native federated and decentralized learning."""
 
 from bbjax import components, compression, errors, onnx, privacy, runtime, selection
+from bbjax.compiler import Compiled, Compiler, load
 from bbjax.components import Component, ComponentError, Role
+from bbjax.dsl import Graph, Module
 
 __version__ = "0.1.0"
 
-__all__ = ["Component", "ComponentError", "Role", "components", "compression", "errors", "onnx",
-           "privacy", "runtime", "selection", "__version__"]
+__all__ = ["Compiled", "Compiler", "Component", "ComponentError", "Graph", "Module", "Role",
+           "components", "compression", "errors", "load", "onnx", "privacy", "runtime",
+           "selection", "__version__"]

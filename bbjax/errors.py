@@ -43,3 +43,7 @@ class LoweringError(BbjaxError):
 class DataDependentError(LoweringError):
     """An op needs, at trace time, a value that depends on traced inputs (a data-dependent
     shape, count or branch). The model runs eagerly on concrete inputs but not under ``jit``."""
+
+
+class UnboundSlotError(BbjaxError):
+    """A Module calls a slot that no component is bound to; the message names the slot."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import onnx
 import optax
 import pytest
 from flax import nnx
 
-from bbjax.components import fixed_view_selector, flax_model
+from bbjax.components import array_data_source, fixed_view_selector, flax_model
 from bbjax.dsl import Module, ModuleError, UnboundSlotError
 from bbjax.onnx import domains
 
@@ -31,6 +32,16 @@ def model():
     return flax_model(Net(nnx.Rngs(0)), optax.sgd(0.1), ce)
 
 
+@pytest.fixture(scope="module")
+def bindings(model):
+    return {"model": model, "data": data_source()}
+
+
+def data_source():
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    return array_data_source(x, (x.sum(1) > 0).astype(np.int32), batch_size=8)
+
+
 class LocalStep(Module):
     name = "local_step"
 
@@ -42,14 +53,16 @@ class LocalStep(Module):
 
 
 class Round(Module):
+    """Server sends its parameters; clients load them, train a step, send them back."""
+
     name = "round"
 
     def body(self, g):
         params = g.slot("model").params()
         on_clients = g.send("global", params, to=g.peers("client"))
         g.slot("model").load_parameters(on_clients)
-        g.call(LocalStep(), x=g.input("x", jax.ShapeDtypeStruct((8, 4), jnp.float32)),
-               y=g.input("y", jax.ShapeDtypeStruct((8,), jnp.int32)))
+        x, y = g.slot("data").next_batch(after=on_clients)
+        g.call(LocalStep(), x=x, y=y)
         trained = g.slot("model").params()
         back = g.send("update", trained, to=g.peers("server"))
         g.output("update", back)
@@ -63,23 +76,24 @@ def _meta(node):
     return {p.key.rsplit(".", 1)[-1]: p.value for p in node.metadata_props}
 
 
-def test_slot_calls_and_sends_become_bbjax_nodes(model):
-    proto = Round().build({"model": model})
+def test_slot_calls_and_sends_become_bbjax_nodes(bindings):
+    proto = Round().build(bindings)
     onnx.checker.check_model(proto)
     ops = [(n.domain, n.op_type) for n in _nodes(proto)]
     role = domains.role_domain("model")
     assert ops == [(role, "params"), (domains.WIRE, "Send"), (role, "load_parameters"),
-                   (role, "train"), (role, "params"), (domains.WIRE, "Send")]
+                   (domains.role_domain("data_source"), "next_batch"), (role, "train"),
+                   (role, "params"), (domains.WIRE, "Send")]
     sends = [_meta(n) for n in _nodes(proto) if n.op_type == "Send"]
     assert [(m["port"], m["dest_class"]) for m in sends] == [("global", "client"),
                                                             ("update", "server")]
     assert all(_meta(n)["slot"] == "model" for n in _nodes(proto, role))
 
 
-def test_graph_inputs_outputs_and_peer_classes(model):
-    proto = Round().build({"model": model})
+def test_graph_inputs_outputs_and_peer_classes(bindings):
+    proto = Round().build(bindings)
     inputs = [i.name for i in proto.graph.input]
-    assert inputs == ["state.model", "peers.client", "x", "y", "peers.server"]
+    assert inputs == ["state.model", "peers.client", "state.data", "peers.server"]
     assert {o.name for o in proto.graph.output} >= {"next_state.model"}
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["ai.bytesandbrains.peer_class.peers.client"] == "client"
@@ -88,8 +102,8 @@ def test_graph_inputs_outputs_and_peer_classes(model):
     assert dim.dim_param == "n_client"
 
 
-def test_state_tokens_order_the_calls_on_one_slot(model):
-    proto = Round().build({"model": model})
+def test_state_tokens_order_the_calls_on_one_slot(bindings):
+    proto = Round().build(bindings)
     role_nodes = _nodes(proto, domains.role_domain("model"))
     for earlier, later in zip(role_nodes, role_nodes[1:]):
         assert earlier.output[-1] in later.input  # the token links consecutive calls

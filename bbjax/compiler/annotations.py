@@ -1,0 +1,53 @@
+"""Reading and writing bbjax annotations on ONNX nodes (``metadata_props``)."""
+
+from __future__ import annotations
+
+import onnx
+
+from bbjax.onnx import domains
+
+PREFIX = "ai.bytesandbrains."
+HOME = PREFIX + "home"        # the peer class a node runs on
+SLOT = PREFIX + "slot"
+PORT = PREFIX + "port"
+DEST_CLASS = PREFIX + "dest_class"
+SOURCE_CLASS = PREFIX + "source_class"
+PEER_CLASS = PREFIX + "peer_class"
+N_TRIGGERS = PREFIX + "n_triggers"
+SELF = "self"
+
+
+def get(node: onnx.NodeProto, key: str, default: str | None = None) -> str | None:
+    for prop in node.metadata_props:
+        if prop.key == key:
+            return prop.value
+    return default
+
+
+def put(node: onnx.NodeProto, key: str, value: str) -> None:
+    for prop in node.metadata_props:
+        if prop.key == key:
+            prop.value = value
+            return
+    node.metadata_props.add(key=key, value=value)
+
+
+def is_slot_call(node: onnx.NodeProto) -> bool:
+    return node.domain.startswith(domains.ROLE_PREFIX)
+
+
+def is_send(node: onnx.NodeProto) -> bool:
+    return node.domain == domains.WIRE and node.op_type == "Send"
+
+
+def is_recv(node: onnx.NodeProto) -> bool:
+    return node.domain == domains.WIRE and node.op_type == "Recv"
+
+
+def role_of(node: onnx.NodeProto) -> str:
+    return node.domain[len(domains.ROLE_PREFIX):]
+
+
+def label(node: onnx.NodeProto) -> str:
+    """``name (domain::op_type)`` for error messages."""
+    return f"{node.name or '<unnamed>'} ({node.domain or 'ai.onnx'}::{node.op_type})"

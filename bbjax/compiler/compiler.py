@@ -1,0 +1,100 @@
+"""``Compiler``: bind components to slots, run the ordered passes, return ``Compiled``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import onnx
+
+from bbjax.compiler.compiled import Compiled
+from bbjax.compiler.errors import CompileError
+from bbjax.compiler.partition import partition_by_peer_class
+from bbjax.compiler.passport import stamp_passport
+from bbjax.compiler.peer_classes import infer_peer_classes
+from bbjax.compiler.receives import synthesize_receives
+from bbjax.compiler.slots import resolve_slots
+from bbjax.compiler.validate import validate
+from bbjax.components import Component
+from bbjax.dsl import Module
+
+PassFn = Callable[[onnx.ModelProto, "CompileContext"], onnx.ModelProto]
+
+
+@dataclass(frozen=True)
+class CompileContext:
+    """What passes may read besides the model."""
+
+    module: str
+    bindings: Mapping[str, Component]
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    run: PassFn
+
+
+DEFAULT_PASSES: tuple[Pass, ...] = (
+    Pass("validate", validate),
+    Pass("infer_peer_classes", infer_peer_classes),
+    Pass("synthesize_receives", synthesize_receives),
+    Pass("resolve_slots", resolve_slots),
+    Pass("partition_by_peer_class", partition_by_peer_class),
+    Pass("stamp_passport", stamp_passport),
+)
+
+
+class Compiler:
+    """``Compiler().bind("model", component)....compile(module)``.
+
+    ``passes`` is the ordered, editable list of named passes; each is a pure
+    ``(ModelProto, CompileContext) -> ModelProto`` function.
+    """
+
+    def __init__(self) -> None:
+        self.bindings: dict[str, Component] = {}
+        self.passes: list[Pass] = list(DEFAULT_PASSES)
+
+    def bind(self, slot: str, component: Component) -> "Compiler":
+        if not isinstance(component, Component):
+            raise CompileError(f"slot {slot!r}: expected a bbjax Component, got "
+                               f"{type(component).__name__}")
+        if slot in self.bindings and self.bindings[slot] is not component:
+            raise CompileError(f"slot {slot!r} is already bound to "
+                               f"{self.bindings[slot].name!r}")
+        self.bindings[slot] = component
+        return self
+
+    def insert(self, pass_: Pass, *, before: str | None = None, after: str | None = None) -> "Compiler":
+        """Add a pass before/after a named one (at the end when neither is given)."""
+        names = [p.name for p in self.passes]
+        if pass_.name in names:
+            raise CompileError(f"a pass named {pass_.name!r} is already in the pipeline")
+        anchor = before or after
+        if anchor is None:
+            self.passes.append(pass_)
+            return self
+        if anchor not in names:
+            raise CompileError(f"no pass {anchor!r}; passes: {names}")
+        self.passes.insert(names.index(anchor) + (1 if after else 0), pass_)
+        return self
+
+    def remove(self, name: str) -> "Compiler":
+        names = [p.name for p in self.passes]
+        if name not in names:
+            raise CompileError(f"no pass {name!r}; passes: {names}")
+        del self.passes[names.index(name)]
+        return self
+
+    def compile(self, module: Module | onnx.ModelProto) -> Compiled:
+        """Build ``module`` with the bound components and run every pass."""
+        if isinstance(module, Module):
+            model = module.build(self.bindings)
+            name = module.name
+        else:
+            model, name = module, module.graph.name
+        context = CompileContext(name, dict(self.bindings))
+        for pass_ in self.passes:
+            model = pass_.run(model, context)
+        return Compiled(model)

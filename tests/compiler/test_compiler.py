@@ -1,0 +1,149 @@
+"""The compiler's passes, partitions and passport."""
+
+from __future__ import annotations
+
+import re
+
+import jax.numpy as jnp
+import onnx
+import pytest
+
+from bbjax.compiler import (CompileError, Compiler, CrossClassDataflowError, NotCompiledError,
+                            Pass, PassportError, UnboundSlotError, load, verify_passport)
+from bbjax.compiler import annotations as ann
+from bbjax.compiler.passport import COMPILED, COMPILER
+from bbjax.components import weighted_mean
+from bbjax.dsl import Module
+from bbjax.onnx import domains
+from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def compiled(model):  # noqa: F811
+    return Compiler().bind("model", model).bind("data", data_source()).compile(Round())
+
+
+def test_one_partition_per_peer_class(compiled):
+    names = compiled.partitions
+    assert {n.split("#")[0] for n in names} == {"round", "round_client", "round_server"}
+    assert all(re.fullmatch(r"[a-z_]+#[0-9a-f]{16}", n) for n in names)
+
+
+def test_every_partition_passes_the_checker(compiled):
+    onnx.checker.check_model(compiled.model)
+    for target in compiled.partitions:
+        onnx.checker.check_model(compiled.partition_model(target))
+
+
+def test_sends_and_receives_are_split_across_partitions(compiled):
+    client = compiled.find("round_client")
+    kinds = [(n.op_type, ann.get(n, ann.PORT)) for n in client.node if n.domain == domains.WIRE]
+    assert kinds == [("Recv", "global"), ("Send", "update")]
+    recv = next(n for n in client.node if n.op_type == "Recv")
+    assert ann.get(recv, ann.SOURCE_CLASS) == "self"
+    server = compiled.find("round_server")
+    assert [n.op_type for n in server.node if n.domain == domains.WIRE] == ["Recv"]
+
+
+def test_slot_state_chain_is_cut_per_class(compiled):
+    client = compiled.find("round_client")
+    assert "state.model" in client.input and "next_state.model" in client.output
+    calls = [n for n in client.node if ann.is_slot_call(n) and ann.get(n, ann.SLOT) == "model"]
+    assert calls[0].input[-1] == "state.model"
+
+
+def test_targets_found_by_prefix_and_unknown_listed(compiled):
+    assert compiled.find("round_client").name.startswith("round_client#")
+    with pytest.raises(CompileError, match="available"):
+        compiled.find("round_nobody")
+
+
+def test_cross_class_dataflow_names_op_and_classes(model):  # noqa: F811
+    class Mixed(Module):
+        name = "mixed"
+
+        def body(self, g):
+            params = g.slot("model").params()
+            there = g.send("p", params, to=g.peers("client"))
+            g.output("bad", there["dense"]["kernel"] + params["dense"]["kernel"])
+
+    with pytest.raises(CrossClassDataflowError, match="'client' and 'self'"):
+        Compiler().bind("model", model).compile(Mixed())
+
+
+def test_unbound_slot_is_named(model):  # noqa: F811
+    built = Round().build({"model": model, "data": data_source()})
+    with pytest.raises(UnboundSlotError, match="'data'"):
+        Compiler().bind("model", model).compile(built)
+
+
+def test_slot_bound_to_wrong_role(model):  # noqa: F811
+    built = Round().build({"model": model, "data": data_source()})
+    aggregator = weighted_mean(4, {"w": jnp.zeros(2)})
+    with pytest.raises(CompileError, match="'data' is called as a data_source"):
+        Compiler().bind("model", model).bind("data", aggregator).compile(built)
+
+
+def test_duplicate_ports_are_rejected(model):  # noqa: F811
+    class TwoPorts(Module):
+        name = "two"
+
+        def body(self, g):
+            params = g.slot("model").params()
+            g.output("a", g.send("p", params, to=g.peers("c1")))
+            g.output("b", g.send("p", params, to=g.peers("c2")))
+
+    with pytest.raises(CompileError, match="port 'p'"):
+        Compiler().bind("model", model).compile(TwoPorts())
+
+
+def test_passes_are_named_editable_and_ordered(model):  # noqa: F811
+    compiler = Compiler().bind("model", model).bind("data", data_source())
+    assert [p.name for p in compiler.passes][:3] == ["validate", "infer_peer_classes",
+                                                     "synthesize_receives"]
+    seen = []
+    compiler.insert(Pass("spy", lambda m, ctx: seen.append(len(m.graph.node)) or m),
+                    after="validate")
+    compiler.compile(Round())
+    assert seen and seen[0] > 0
+    compiler.remove("spy")
+    with pytest.raises(CompileError):
+        compiler.remove("spy")
+
+
+def test_passport_verifies_and_save_load_round_trips(compiled, tmp_path):
+    props = verify_passport(compiled.model)
+    assert props[COMPILED] == "v1"
+    assert any(k.startswith("ai.bytesandbrains.binding.round_client") for k in props)
+    path = tmp_path / "round.onnx"
+    compiled.save(path)
+    assert load(path).partitions == compiled.partitions
+
+
+def _copy(model):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def test_tampered_partition_is_caught(compiled):
+    model = _copy(compiled.model)
+    node = next(n for n in model.functions[0].node if n.op_type == "Identity" or n.input)
+    node.name = node.name + "x"
+    with pytest.raises(PassportError, match="altered"):
+        verify_passport(model)
+
+
+def test_missing_passport_and_wrong_version(compiled):
+    model = _copy(compiled.model)
+    kept = [p for p in model.metadata_props if p.key != COMPILED]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    with pytest.raises(NotCompiledError):
+        verify_passport(model)
+    model = _copy(compiled.model)
+    for p in model.metadata_props:
+        if p.key == COMPILER:
+            p.value = "0.0.0"
+    with pytest.raises(PassportError, match="recompile"):
+        verify_passport(model)

@@ -139,12 +139,12 @@ class Graph:
         _, outputs = component.abstract_call(method, self._states[slot], *specs)
         out_leaves, out_tree = jax.tree.flatten(outputs)
         out_avals = tuple(jax.core.ShapedArray(o.shape, o.dtype) for o in out_leaves)
-        in_leaves = jax.tree.leaves(inputs)
+        in_leaves, in_tree = jax.tree.flatten(inputs)
         triggers = jax.tree.leaves(after) if after is not None else []
         *results, self.tokens[slot] = slot_call_p.bind(
             *in_leaves, *triggers, self._token(slot), slot=slot, method=method,
             role=component.role.value, peer_class=peer_class, n_triggers=len(triggers),
-            out_avals=out_avals)
+            in_tree=in_tree, out_avals=out_avals)
         outputs = jax.tree.unflatten(out_tree, results)
         if component.role is Role.PEER_SELECTOR:
             return PeerSet(outputs, peer_class)

@@ -1,8 +1,9 @@
 """jax2onnx plugins turning the DSL primitives into ``ai.bytesandbrains`` ONNX nodes.
 
 A slot call becomes ``ai.bytesandbrains.role.<role>::<method>`` with node metadata
-``ai.bytesandbrains.slot`` (the slot name), ``…n_triggers`` (trailing trigger-only inputs)
-and, for PeerSelectors, ``…peer_class``. A send becomes ``ai.bytesandbrains.wire::Send``
+``ai.bytesandbrains.slot`` (the slot name), ``…n_triggers`` (trailing trigger-only inputs),
+``…in_tree`` (the pytree structure of the data inputs, JSON) and, for PeerSelectors,
+``…peer_class``. A send becomes ``ai.bytesandbrains.wire::Send``
 (inputs: the values, then the peer set) with ``…port`` and ``…dest_class``.
 """
 
@@ -18,6 +19,7 @@ from jax2onnx.plugins.plugin_system import PrimitiveLeafPlugin
 
 from bbjax.dsl.primitives import send_p, slot_call_p
 from bbjax.onnx import domains, jax2onnx_overrides
+from bbjax.onnx.treedef import treedef_to_json
 
 META = "ai.bytesandbrains."
 
@@ -40,7 +42,8 @@ def _emit(ctx: Any, eqn: Any, domain: str, op_type: str, metadata: dict[str, str
 class SlotCallPlugin(PrimitiveLeafPlugin):
     def lower(self, ctx: Any, eqn: Any) -> None:
         p = eqn.params
-        metadata = {"slot": p["slot"], "n_triggers": str(p["n_triggers"])}
+        metadata = {"slot": p["slot"], "n_triggers": str(p["n_triggers"]),
+                    "in_tree": treedef_to_json(p["in_tree"])}
         if p["peer_class"]:
             metadata["peer_class"] = p["peer_class"]
         _emit(ctx, eqn, domains.role_domain(p["role"]), p["method"], metadata)

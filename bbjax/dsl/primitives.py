@@ -23,8 +23,9 @@ slot_call_p.multiple_results = True
 TOKEN = jax.core.ShapedArray((), np.uint8)
 
 
-def _slot_call_abstract(*inputs, slot, method, role, peer_class, n_triggers, out_avals):
-    del inputs, slot, method, role, peer_class, n_triggers
+def _slot_call_abstract(*inputs, slot, method, role, peer_class, n_triggers, in_tree,
+                        out_avals):
+    del inputs, slot, method, role, peer_class, n_triggers, in_tree
     return [*out_avals, TOKEN]
 
 

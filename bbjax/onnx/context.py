@@ -92,6 +92,21 @@ class NodeContext:
     def has_output(self, index: int) -> bool:
         return index < len(self.node.output) and self.node.output[index] != ""
 
+    @property
+    def runtime(self) -> Any:
+        """The runtime the model is being run by (slot states, inbox, outbox)."""
+        runtime = self.scope.interpreter.runtime
+        if runtime is None:
+            raise self.error("this op needs a runtime (install the compiled partition)")
+        return runtime
+
+    def metadata(self, key: str, default: str | None = None) -> str | None:
+        """The node's ``metadata_props`` entry ``key``."""
+        for prop in self.node.metadata_props:
+            if prop.key == key:
+                return prop.value
+        return default
+
     def has_attr(self, name: str) -> bool:
         return name in self._attributes
 

@@ -8,6 +8,10 @@ WIRE = "ai.bytesandbrains.wire"      # Send (and, after partitioning, Recv)
 ROLE_PREFIX = "ai.bytesandbrains.role."  # + role: slot calls, op_type = the method
 
 
+ROLES = ("backend", "model", "aggregator", "codec", "data_source", "peer_selector", "index",
+         "protocol")  # the values of bbjax.components.Role
+
+
 def role_domain(role: str) -> str:
     """The domain of slot calls on a component of ``role``."""
     return ROLE_PREFIX + role

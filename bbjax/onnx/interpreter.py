@@ -56,6 +56,7 @@ class Interpreter:
     def __init__(self, model: onnx.ModelProto):
         self.opsets = {imp.domain: imp.version for imp in model.opset_import}
         self.functions = {(f.domain, f.name): f for f in model.functions}
+        self.runtime: Any = None  # set by a runtime (slot states, inbox, outbox) around a call
 
     def opset_of(self, domain: str) -> int:
         if domain in registry.DEFAULT_DOMAINS:

@@ -67,6 +67,7 @@ def lower(model: onnx.ModelProto) -> Callable[..., Any]:
         return tuple(outputs)
 
     lowered.__name__ = f"lowered_{graph.name or 'model'}"
+    lowered.interpreter = interpreter  # runtimes set interpreter.runtime around calls
     return lowered
 
 

@@ -7,6 +7,7 @@ from bbjax.onnx.ops import (  # noqa: F401  (each module registers its ops)
     nn,
     random,
     reduction,
+    runtime,
     sequence,
     tensor,
 )

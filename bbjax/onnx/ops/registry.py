@@ -46,8 +46,12 @@ def op(*op_types: str, domain: str = "", foldable: bool = True) -> Callable[[OpI
     return register
 
 
+ANY_OP = "*"  # registers an implementation for every op type of a domain
+
+
 def lookup(domain: str, op_type: str) -> OpEntry | None:
-    """The entry for ``(domain, op_type)``; ``ai.onnx`` is an alias of the default domain."""
+    """The entry for ``(domain, op_type)``, else the domain's ``"*"`` entry; ``ai.onnx`` is
+    an alias of the default domain."""
     if domain in DEFAULT_DOMAINS:
         domain = ""
-    return OP_TABLE.get((domain, op_type))
+    return OP_TABLE.get((domain, op_type)) or OP_TABLE.get((domain, ANY_OP))

@@ -1,0 +1,50 @@
+"""Slot calls and wire ops, delegated to the runtime running the model (``ctx.runtime``).
+
+The runtime provides ``call_slot(slot, method, inputs) -> output leaves``,
+``send(port, leaves, peers)`` and ``receive(port) -> leaves``; see
+:class:`bbjax.runtime.step.StepRuntime`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bbjax.onnx import domains
+from bbjax.onnx.ops.registry import ANY_OP, op
+from bbjax.onnx.treedef import treedef_from_json
+
+_META = "ai.bytesandbrains."
+
+
+def slot_call(ctx, *inputs):
+    """``role.<role>::<method>``: the bound component's method on the slot's state."""
+    n_triggers = int(ctx.metadata(_META + "n_triggers", "0"))
+    data = list(inputs[: len(inputs) - 1 - n_triggers])
+    in_tree = treedef_from_json(ctx.metadata(_META + "in_tree"))
+    args = jax.tree.unflatten(in_tree, [jnp.asarray(v) for v in data])
+    leaves = ctx.runtime.call_slot(ctx.metadata(_META + "slot"), ctx.op_type, args)
+    return (*leaves, np.zeros((), np.uint8))  # the slot's new state token
+
+
+for _role in domains.ROLES:
+    op(ANY_OP, domain=domains.role_domain(_role), foldable=False)(slot_call)
+
+
+@op("Send", domain=domains.WIRE, foldable=False)
+def send(ctx, *inputs):
+    """Put the payload in the outbox for the peer set (last input); output the sentinel."""
+    *leaves, peers = inputs
+    ctx.runtime.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
+    return np.zeros((), np.uint8)
+
+
+@op("Recv", domain=domains.WIRE, foldable=False)
+def recv(ctx):
+    """The payload delivered for this port."""
+    leaves = ctx.runtime.receive(ctx.metadata(_META + "port"))
+    if len(leaves) != ctx.num_outputs:
+        raise ctx.error(f"port {ctx.metadata(_META + 'port')!r} delivered {len(leaves)} "
+                        f"arrays, the receive expects {ctx.num_outputs}")
+    return tuple(leaves)

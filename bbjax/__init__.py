@@ -1,6 +1,6 @@
 """bbjax: JAX-native federated and decentralized learning."""
 
-from bbjax import components, compression, data, errors, onnx, privacy, runtime, selection
+from bbjax import aggregators, components, compression, data, errors, onnx, privacy, runtime, selection
 from bbjax.compiler import Compiled, Compiler, load
 from bbjax.components import Component, ComponentError, Role
 from bbjax.dsl import Graph, Module
@@ -8,5 +8,5 @@ from bbjax.dsl import Graph, Module
 __version__ = "0.1.0"
 
 __all__ = ["Compiled", "Compiler", "Component", "ComponentError", "Graph", "Module", "Role",
-           "components", "compression", "data", "errors", "load", "onnx", "privacy", "runtime",
+           "aggregators", "components", "compression", "data", "errors", "load", "onnx", "privacy", "runtime",
            "selection", "__version__"]

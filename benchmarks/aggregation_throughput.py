@@ -237,10 +237,14 @@ def main() -> None:
         x_np = np.asarray(x)
     deltas = deltas_np = None
     if "scaffold" in args.rules.split(","):
-        deltas = jax.device_put(np.float32(1e-3) * r.standard_normal((n, d), dtype=np.float32),
-                                device)
+        noise = r.standard_normal((n, d), dtype=np.float32)
+        noise *= np.float32(1e-3)
+        deltas = jax.device_put(noise, device)
+        del noise
         deltas_np = np.asarray(deltas)
-    command = "python benchmarks/aggregation_throughput.py " + " ".join(sys.argv[1:])
+    argv = [a for i, a in enumerate(sys.argv[1:])
+            if a != "--markdown" and (i == 0 or sys.argv[i] != "--markdown")]
+    command = " ".join(["python benchmarks/aggregation_throughput.py", *argv])
     record = {"clients": n, "params": d, "block_elements_numpy": BLOCK_ELEMENTS, "rules": {}}
     for name in args.rules.split(","):
         rule, hyper = make_rule(name, n)

@@ -1,0 +1,22 @@
+"""Aggregation rules: ``agg = NAME(**hyperparameters)``, ``state = agg.init(global_params)``,
+``new_global, state = agg.aggregate(state, global_params, client_params, weights, mask)``.
+
+See :mod:`bbjax.aggregators.base` for the shared conventions and ``docs/algorithms.md`` for
+the table of rules, papers, defaults and Flower names.
+"""
+
+from bbjax.aggregators.base import Aggregator, AggregatorError, EmptyState
+from bbjax.aggregators.fedavg import FedAvgMState, fedavg, fedavgm
+from bbjax.aggregators.fedopt import FedOptState, fedadagrad, fedadam, fedyogi
+from bbjax.aggregators.fedprox import fedprox
+from bbjax.aggregators.qfedavg import qfedavg
+from bbjax.aggregators.robust import bulyan, krum, median, trimmed_mean
+from bbjax.aggregators.scaffold import (ScaffoldState, scaffold, scaffold_control_update,
+                                        scaffold_gradient)
+
+__all__ = [
+    "Aggregator", "AggregatorError", "EmptyState", "FedAvgMState", "FedOptState",
+    "ScaffoldState", "bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox",
+    "fedyogi", "krum", "median", "qfedavg", "scaffold", "scaffold_control_update",
+    "scaffold_gradient", "trimmed_mean",
+]

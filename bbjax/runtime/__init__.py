@@ -1,8 +1,7 @@
-"""The runtime's wire boundary: the envelope format nodes exchange and the tensor codec
-for fill payloads. Decoding is total: malformed bytes raise an
-:class:`~bbjax.runtime.errors.EnvelopeError`, never anything else.
+"""The runtime: compiled partitions as pure steps, sans-IO Nodes, and the wire envelope.
 
-See ``docs/envelope.md`` for the byte layout, the caps and the type hash.
+Envelope decoding is total: malformed bytes raise an
+:class:`~bbjax.runtime.errors.EnvelopeError`, never anything else (``docs/envelope.md``).
 """
 
 from bbjax.runtime.envelope import (

@@ -1,0 +1,67 @@
+"""``install``: verify a compiled artifact and put some of its partitions on a Node."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax
+
+from bbjax.compiler import Compiled, PassportError, verify_passport
+from bbjax.compiler import annotations as ann
+from bbjax.compiler.passport import BINDING
+from bbjax.components import Component
+from bbjax.errors import BbjaxError
+from bbjax.runtime.node import Node, NodeConfig, port_spec
+from bbjax.runtime.step import PartitionStep
+
+
+class InstallError(BbjaxError):
+    """The targets or bindings given to install do not fit the compiled artifact."""
+
+
+def install(peer: int, compiled: Compiled, targets: Sequence[str],
+            bindings: Mapping[str, Component], config: NodeConfig | None = None,
+            key: jax.Array | None = None) -> Node:
+    """A Node for ``peer`` running ``targets`` (full names or the part before ``#``).
+
+    Verifies the passport, checks that each bound component is the one the passport names
+    for its slot, creates one state per slot (shared by the node's partitions) and lowers
+    each target into a jitted step.
+    """
+    props = verify_passport(compiled.model)
+    config = config or NodeConfig()
+    functions = []
+    for target in targets:
+        try:
+            functions.append(compiled.find(target))
+        except BbjaxError as exc:
+            raise InstallError(str(exc)) from exc
+    recorded: dict[str, str] = {}
+    for function in functions:
+        prefix = f"{BINDING}{function.name}."
+        for prop_key, value in props.items():
+            if not prop_key.startswith(prefix):
+                continue
+            slot = prop_key[len(prefix):]
+            if recorded.setdefault(slot, value) != value:
+                raise InstallError(f"slot {slot!r} is bound to {recorded[slot]!r} in one target "
+                                   f"and {value!r} in another")
+    for slot, value in recorded.items():
+        component = bindings.get(slot)
+        if component is None:
+            raise InstallError(f"slot {slot!r} needs a component ({value})")
+        if f"{component.role.value}|{component.name}" != value:
+            raise PassportError(f"slot {slot!r} was compiled with {value!r}, install was given "
+                                f"{component.role.value}|{component.name}")
+    steps = [PartitionStep(compiled, f.name, bindings) for f in functions]
+    slots = sorted({s for step in steps for s in step.slots})
+    keys = jax.random.split(key if key is not None else jax.random.PRNGKey(peer),
+                            max(len(slots), 1))
+    states = {s: bindings[s].init(k) for s, k in zip(slots, keys)}
+    specs = {}
+    for function in functions:
+        types = {v.name: v for v in function.value_info}
+        for node in function.node:
+            if ann.is_recv(node):
+                specs[ann.get(node, ann.PORT)] = port_spec([types[o] for o in node.output])
+    return Node(peer, steps, states, config, specs)

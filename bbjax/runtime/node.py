@@ -1,0 +1,230 @@
+"""``Node``: a sans-IO peer running installed partitions, driven by ``deliver`` and ``poll``.
+
+The host hands inbound envelope bytes to :meth:`Node.deliver` and calls :meth:`Node.poll`,
+which decodes them, runs every partition whose receives all have a message (one message per
+receive port per run; partitions without receives run once per :meth:`Node.start`) and
+returns :class:`Outbound` envelopes for the host to ship, :class:`AppOutput` values and
+:class:`Rejected` events. Remote input never makes ``deliver`` or ``poll`` raise: malformed,
+oversized, duplicate or unexpected envelopes become ``Rejected`` events, and a message once
+accepted stays queued until a partition consumes it. Messages a node sends to itself are
+delivered locally without encoding.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from bbjax.errors import BbjaxError
+from bbjax.onnx.dtypes import numpy_dtype
+from bbjax.runtime.envelope import DEFAULT_LIMITS, Envelope, Fill, Limits, decode, encode
+from bbjax.runtime.errors import EnvelopeError
+from bbjax.runtime.step import PartitionStep
+from bbjax.runtime.tensor_codec import decode_tensor, encode_tensor, fnv1a64, type_hash
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node's view of the world: peer ids per class, inputs, caps."""
+
+    peers: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    limits: Limits = DEFAULT_LIMITS
+    max_inbound: int = 1024       # envelopes accepted by deliver and not yet polled
+    max_pending: int = 1024       # decoded messages per port not yet consumed
+    dedup_window: int = 8192      # hashes of recent envelopes remembered for deduplication
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """Envelope bytes for the host to send to ``peer``."""
+
+    peer: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class AppOutput:
+    """A graph output computed by ``target``."""
+
+    target: str
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Inbound bytes that were not accepted, and why (``kind``: malformed, duplicate,
+    unexpected_port, type_mismatch, inbound_full, pending_full)."""
+
+    kind: str
+    detail: str
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class _PortSpec:
+    dtypes: tuple[np.dtype, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    hashes: tuple[int, ...]
+
+
+class Node:
+    """One peer hosting one or more partitions; use :func:`bbjax.runtime.install`."""
+
+    def __init__(self, peer: int, steps: Sequence[PartitionStep], states: dict[str, Any],
+                 config: NodeConfig, port_specs: Mapping[str, _PortSpec]):
+        self.peer = int(peer)
+        self.steps = list(steps)
+        self.states = states
+        self.config = config
+        self._port_specs = dict(port_specs)
+        self._inputs = {f"peers.{c}": np.asarray(ids, np.int32) for c, ids in config.peers.items()}
+        self._inputs.update(config.inputs)
+        self._jitted = {s.target: jax.jit(s.__call__) for s in self.steps}
+        self._inbound: collections.deque[bytes] = collections.deque()
+        self._pending: dict[str, collections.deque] = {p: collections.deque() for p in port_specs}
+        self._seen: collections.deque[int] = collections.deque()
+        self._seen_set: set[int] = set()
+        self._events: list[Any] = []
+        self._started: list[PartitionStep] = []
+        self._sequence = 0
+
+    # -- host interface -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the partitions that receive nothing (a round's entry) at the next poll."""
+        self._started.extend(s for s in self.steps if not s.receives)
+
+    def deliver(self, data: bytes) -> bool:
+        """Queue inbound envelope bytes; ``False`` (and a Rejected event) when the queue is full."""
+        if len(self._inbound) >= self.config.max_inbound:
+            self._events.append(Rejected("inbound_full", f"{len(self._inbound)} envelopes "
+                                         "already queued"))
+            return False
+        self._inbound.append(bytes(data))
+        return True
+
+    def poll(self) -> list[Any]:
+        """Decode what was delivered, run every ready partition, return the resulting steps."""
+        while self._inbound:
+            self._accept(self._inbound.popleft())
+        out: list[Any] = []
+        for step in self._started:
+            out.extend(self._run(step, {}))
+        self._started.clear()
+        progressed = True
+        while progressed:
+            progressed = False
+            for step in self.steps:
+                if step.receives and all(self._pending[p] for p in step.receives):
+                    inbox = {p: self._pending[p].popleft() for p in step.receives}
+                    out.extend(self._run(step, inbox))
+                    progressed = True
+        events, self._events = self._events, []
+        return events + out
+
+    def pending(self, port: str) -> int:
+        """Messages accepted on ``port`` and not yet consumed."""
+        return len(self._pending.get(port, ()))
+
+    # -- inbound --------------------------------------------------------------------------------
+
+    def _accept(self, data: bytes) -> None:
+        digest = fnv1a64(data)
+        if digest in self._seen_set:
+            self._events.append(Rejected("duplicate", f"envelope {digest:016x} seen before"))
+            return
+        try:
+            envelope = decode(data, limits=self.config.limits)
+        except EnvelopeError as exc:
+            self._events.append(Rejected("malformed", str(exc)))
+            return
+        try:
+            messages = self._messages(envelope)
+        except BbjaxError as exc:
+            self._events.append(Rejected(getattr(exc, "kind", "type_mismatch"), str(exc),
+                                         envelope.source))
+            return
+        for port, leaves in messages.items():
+            if len(self._pending[port]) >= self.config.max_pending:
+                self._events.append(Rejected("pending_full", f"port {port!r} holds "
+                                             f"{self.config.max_pending} messages",
+                                             envelope.source))
+                return
+        for port, leaves in messages.items():
+            self._pending[port].append(leaves)
+        self._remember(digest)
+
+    def _messages(self, envelope: Envelope) -> dict[str, list]:
+        grouped: dict[str, dict[int, Fill]] = {}
+        for fill in envelope.fills:
+            port, _, index = fill.site.rpartition("/")
+            if port not in self._port_specs or not index.isdigit():
+                raise _Unexpected(f"no partition on this node receives site {fill.site!r}")
+            grouped.setdefault(port, {})[int(index)] = fill
+        messages = {}
+        for port, fills in grouped.items():
+            spec = self._port_specs[port]
+            if sorted(fills) != list(range(len(spec.hashes))):
+                raise _Unexpected(f"port {port!r} expects {len(spec.hashes)} arrays, "
+                                  f"got fills {sorted(fills)}")
+            leaves = []
+            for i, want in enumerate(spec.hashes):
+                if fills[i].type_hash != want:
+                    raise BbjaxError(f"port {port!r} array {i}: type hash "
+                                     f"{fills[i].type_hash:016x}, expected {want:016x}")
+                try:
+                    leaves.append(decode_tensor(fills[i].payload, limits=self.config.limits))
+                except EnvelopeError as exc:
+                    raise BbjaxError(f"port {port!r} array {i}: {exc}") from exc
+            messages[port] = leaves
+        return messages
+
+    def _remember(self, digest: int) -> None:
+        self._seen.append(digest)
+        self._seen_set.add(digest)
+        if len(self._seen) > self.config.dedup_window:
+            self._seen_set.discard(self._seen.popleft())
+
+    # -- running --------------------------------------------------------------------------------
+
+    def _run(self, step: PartitionStep, inbox: dict[str, list]) -> list[Any]:
+        states = {s: self.states[s] for s in step.slots}
+        new_states, outputs, outbox = self._jitted[step.target](states, self._inputs, inbox)
+        self.states.update(new_states)
+        out: list[Any] = [AppOutput(step.target, n, v) for n, v in outputs.items()]
+        for port, (leaves, peers) in outbox.items():
+            for peer in np.asarray(peers).reshape(-1).tolist():
+                if peer == self.peer and port in self._pending:
+                    self._pending[port].append([np.asarray(x) for x in leaves])
+                else:
+                    out.append(Outbound(int(peer), self._encode(port, leaves)))
+        return out
+
+    def _encode(self, port: str, leaves: list) -> bytes:
+        self._sequence += 1
+        fills = tuple(Fill(f"{port}/{i}", type_hash(np.asarray(x).dtype, np.shape(x)),
+                           encode_tensor(np.asarray(x), limits=self.config.limits))
+                      for i, x in enumerate(leaves))
+        return encode(Envelope(str(self.peer), fills, correlation=self._sequence),
+                      limits=self.config.limits)
+
+
+class _Unexpected(BbjaxError):
+    kind = "unexpected_port"
+
+
+def port_spec(value_types: Sequence[Any]) -> _PortSpec:
+    """The expected arrays of a receive port from its ONNX value types."""
+    dtypes, shapes = [], []
+    for vi in value_types:
+        tensor = vi.type.tensor_type
+        dtypes.append(np.dtype(jax.dtypes.canonicalize_dtype(numpy_dtype(tensor.elem_type))))
+        shapes.append(tuple(d.dim_value for d in tensor.shape.dim))
+    return _PortSpec(tuple(dtypes), tuple(shapes),
+                     tuple(type_hash(d, s) for d, s in zip(dtypes, shapes)))

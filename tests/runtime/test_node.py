@@ -1,0 +1,103 @@
+"""Nodes exchanging only envelope bytes run a compiled round; bad input never crashes them."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from bbjax.compiler import Compiler, PassportError
+from bbjax.components import weighted_mean
+from bbjax.runtime.install import InstallError, install
+from bbjax.runtime.node import AppOutput, NodeConfig, Outbound, Rejected
+from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
+from tests.runtime.test_step import _direct_client
+
+CLIENTS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def setup(model):  # noqa: F811
+    bindings = {"model": model, "data": data_source()}
+    compiled = Compiler().bind("model", model).bind("data", bindings["data"]).compile(Round())
+    return compiled, bindings
+
+
+def _network(setup):
+    compiled, bindings = setup
+    server = install(0, compiled, ["round", "round_server"], bindings,
+                     NodeConfig(peers={"client": CLIENTS, "server": [0]}))
+    clients = {p: install(p, compiled, ["round_client"], bindings,
+                          NodeConfig(peers={"server": [0]})) for p in CLIENTS}
+    return server, clients
+
+
+def _ship(steps, nodes):
+    for step in steps:
+        if isinstance(step, Outbound):
+            nodes[step.peer].deliver(step.data)
+
+
+def test_a_round_closes_over_envelope_bytes(setup):
+    compiled, bindings = setup
+    server, clients = _network(setup)
+    nodes = {0: server, **clients}
+    server.start()
+    first = server.poll()
+    assert sorted(s.peer for s in first if isinstance(s, Outbound)) == list(CLIENTS)
+    _ship(first, nodes)
+    for peer in CLIENTS:
+        _ship(clients[peer].poll(), nodes)
+    outputs = [s for s in server.poll() if isinstance(s, AppOutput)]
+    assert len(outputs) == 2 * len(CLIENTS)  # one update (two arrays) per client arrival
+    server_params = bindings["model"].call("params", server.states["model"])[1]
+    for i, peer in enumerate(CLIENTS):  # updates arrive in the order the clients were polled
+        arrays = [np.asarray(o.value) for o in outputs[2 * i: 2 * i + 2]]
+        want = _direct_client(bindings, server_params, jax.random.PRNGKey(peer))
+        chex.assert_trees_all_close(arrays, [np.asarray(w) for w in want], atol=1e-6)
+
+
+def test_duplicates_and_garbage_become_events(setup):
+    server, clients = _network(setup)
+    server.start()
+    envelopes = [s for s in server.poll() if isinstance(s, Outbound)]
+    client = clients[envelopes[0].peer]
+    client.deliver(envelopes[0].data)
+    client.deliver(envelopes[0].data)         # duplicate
+    client.deliver(b"not an envelope")       # garbage
+    client.deliver(envelopes[0].data[:-3])   # truncated
+    steps = client.poll()
+    kinds = sorted(s.kind for s in steps if isinstance(s, Rejected))
+    assert kinds == ["duplicate", "malformed", "malformed"]
+    assert sum(isinstance(s, Outbound) for s in steps) == 1  # the round still ran once
+
+
+def test_unexpected_port_is_rejected_and_accepted_data_kept(setup):
+    server, clients = _network(setup)
+    server.start()
+    envelope = next(s for s in server.poll() if isinstance(s, Outbound))
+    # the server itself does not receive "global": deliver it there
+    server.deliver(envelope.data)
+    assert [s.kind for s in server.poll() if isinstance(s, Rejected)] == ["unexpected_port"]
+
+
+def test_full_inbound_queue_refuses_without_raising(setup):
+    compiled, bindings = setup
+    node = install(9, compiled, ["round_client"], bindings,
+                   NodeConfig(peers={"server": [0]}, max_inbound=2))
+    assert node.deliver(b"a") and node.deliver(b"b")
+    assert not node.deliver(b"c")
+    kinds = [s.kind for s in node.poll() if isinstance(s, Rejected)]
+    assert kinds == ["inbound_full", "malformed", "malformed"]
+
+
+def test_install_checks_targets_and_bindings(setup):
+    compiled, bindings = setup
+    with pytest.raises(InstallError, match="available"):
+        install(0, compiled, ["round_nowhere"], bindings)
+    with pytest.raises(InstallError, match="needs a component"):
+        install(0, compiled, ["round_client"], {"model": bindings["model"]})
+    other = dict(bindings, data=weighted_mean(2, {"w": np.zeros(2, np.float32)}))
+    with pytest.raises(PassportError, match="compiled with"):
+        install(0, compiled, ["round_client"], other)

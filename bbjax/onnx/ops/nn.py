@@ -61,19 +61,25 @@ def _geometry(ctx, x, kernel):
         raise ctx.error(f"strides {strides} / dilations {dilations} need {n} values")
     auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads = []
-        for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations):
-            out = -(-size // s)
-            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            pads.append((begin, total - begin))
-    elif auto_pad == "VALID":
-        pads = [(0, 0)] * n
-    elif auto_pad == "NOTSET":
-        pads = _explicit_pads(ctx, n)
-    else:
-        raise ctx.error(f"unknown auto_pad {auto_pad!r}")
-    return strides, dilations, pads
+        totals = [max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+                  for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations)]
+        return strides, dilations, _same_pads(totals, auto_pad)
+    return strides, dilations, _fixed_pads(ctx, auto_pad, n)
+
+
+def _same_pads(totals: list[int], auto_pad: str) -> list[tuple[int, int]]:
+    """Split each total padding; the odd cell goes at the end (SAME_UPPER) or start."""
+    return [(t // 2, t - t // 2) if auto_pad == "SAME_UPPER" else (t - t // 2, t // 2)
+            for t in totals]
+
+
+def _fixed_pads(ctx, auto_pad: str, n: int) -> list[tuple[int, int]]:
+    """Pads for ``auto_pad`` VALID or NOTSET (the ``pads`` attribute)."""
+    if auto_pad == "VALID":
+        return [(0, 0)] * n
+    if auto_pad == "NOTSET":
+        return _explicit_pads(ctx, n)
+    raise ctx.error(f"unknown auto_pad {auto_pad!r}")
 
 
 def _conv(ctx, x, w, **kwargs):
@@ -130,17 +136,9 @@ def conv_transpose(ctx, x, w, b=None):
             target = list(output_shape)[-n:]
         else:
             target = [size * s for size, s in zip(x.shape[2:], strides)]
-        pads = []
-        for f, t in zip(full, target):
-            total = f - t
-            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            pads.append((begin, total - begin))
-    elif auto_pad == "VALID":
-        pads = [(0, 0)] * n
-    elif auto_pad == "NOTSET":
-        pads = _explicit_pads(ctx, n)
+        pads = _same_pads([f - t for f, t in zip(full, target)], auto_pad)
     else:
-        raise ctx.error(f"unknown auto_pad {auto_pad!r}")
+        pads = _fixed_pads(ctx, auto_pad, n)
     c_out_g = w.shape[1]
     wg = w.reshape(group, c_in // group, c_out_g, *kernel).swapaxes(1, 2)
     wg = jnp.flip(wg.reshape(group * c_out_g, c_in // group, *kernel), axis=tuple(range(2, n + 2)))

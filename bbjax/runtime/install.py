@@ -64,4 +64,4 @@ def install(peer: int, compiled: Compiled, targets: Sequence[str],
         for node in function.node:
             if ann.is_recv(node):
                 specs[ann.get(node, ann.PORT)] = port_spec([types[o] for o in node.output])
-    return Node(peer, steps, states, config, specs)
+    return Node(peer, steps, states, config, specs, compiled)

@@ -77,8 +77,9 @@ class Node:
     """One peer hosting one or more partitions; use :func:`bbjax.runtime.install`."""
 
     def __init__(self, peer: int, steps: Sequence[PartitionStep], states: dict[str, Any],
-                 config: NodeConfig, port_specs: Mapping[str, _PortSpec]):
+                 config: NodeConfig, port_specs: Mapping[str, _PortSpec], compiled: Any):
         self.peer = int(peer)
+        self.compiled = compiled
         self.steps = list(steps)
         self.states = states
         self.config = config
@@ -131,6 +132,21 @@ class Node:
     def pending(self, port: str) -> int:
         """Messages accepted on ``port`` and not yet consumed."""
         return len(self._pending.get(port, ()))
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole node — artifact, targets, config, slot states, accepted messages, queued
+        envelopes, dedup window, sequence — as bytes for :meth:`restore`."""
+        from bbjax.runtime import snapshot
+        return snapshot.dump(self)
+
+    @classmethod
+    def restore(cls, data: bytes, bindings: Mapping[str, Any]) -> "Node":
+        """The node :meth:`snapshot` saved, with ``bindings`` for its slots (components are
+        code, not data). Raises :class:`bbjax.runtime.snapshot.SnapshotError` on bad bytes."""
+        from bbjax.runtime import snapshot
+        return snapshot.load(data, bindings)
 
     # -- inbound --------------------------------------------------------------------------------
 

@@ -101,3 +101,34 @@ def test_install_checks_targets_and_bindings(setup):
     other = dict(bindings, data=weighted_mean(2, {"w": np.zeros(2, np.float32)}))
     with pytest.raises(PassportError, match="compiled with"):
         install(0, compiled, ["round_client"], other)
+
+
+def test_snapshot_restores_the_whole_node(setup):
+    compiled, bindings = setup
+    server, clients = _network(setup)
+    server.start()
+    envelopes = [s for s in server.poll() if isinstance(s, Outbound)]
+    client = clients[envelopes[0].peer]
+    client.deliver(envelopes[0].data)
+    client.poll()                           # consumes the message: state moves on
+    client.deliver(envelopes[0].data)       # a duplicate, still queued
+    restored = type(client).restore(client.snapshot(), bindings)
+    chex.assert_trees_all_equal(restored.states, client.states)
+    out_a, out_b = client.poll(), restored.poll()
+    assert [type(s).__name__ for s in out_a] == [type(s).__name__ for s in out_b] == ["Rejected"]
+    server.start()
+    again = next(s for s in server.poll() if isinstance(s, Outbound) and s.peer == client.peer)
+    for node in (client, restored):
+        node.deliver(again.data)
+    sent = [[s.data for s in node.poll() if isinstance(s, Outbound)] for node in (client, restored)]
+    assert sent[0] == sent[1] and len(sent[0]) == 1
+
+
+def test_bad_snapshot_is_a_snapshot_error(setup):
+    from bbjax.runtime.snapshot import SnapshotError
+    _, bindings = setup
+    server, _ = _network(setup)
+    data = server.snapshot()
+    for broken in (b"", data[:100], data[: len(data) // 2]):
+        with pytest.raises(SnapshotError):
+            type(server).restore(broken, bindings)

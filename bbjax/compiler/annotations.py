@@ -14,6 +14,7 @@ DEST_CLASS = PREFIX + "dest_class"
 SOURCE_CLASS = PREFIX + "source_class"
 PEER_CLASS = PREFIX + "peer_class"
 N_TRIGGERS = PREFIX + "n_triggers"
+GATHER = PREFIX + "gather"    # "1" on a Recv that stacks values from a whole sender class
 SELF = "self"
 
 
@@ -37,7 +38,8 @@ def is_slot_call(node: onnx.NodeProto) -> bool:
 
 
 def is_send(node: onnx.NodeProto) -> bool:
-    return node.domain == domains.WIRE and node.op_type == "Send"
+    """A Send or a Gather (the sending side of both)."""
+    return node.domain == domains.WIRE and node.op_type in ("Send", "Gather")
 
 
 def is_recv(node: onnx.NodeProto) -> bool:

@@ -1,8 +1,10 @@
-"""Pass ``synthesize_receives``: give every Send a Recv on the destination class.
+"""Pass ``synthesize_receives``: give every Send and Gather a Recv on the destination class.
 
-The Send keeps its inputs (payload, peer set) and gets one sentinel output
+The sending node keeps its inputs (payload, peer sets) and gets one sentinel output
 ``sent.<port>``; a new ``ai.bytesandbrains.wire::Recv`` node, homed on the destination
-class, produces the values the Send used to produce, so downstream ops read the Recv.
+class, produces the values the sending node used to produce (for a Gather: the values
+stacked over the senders and the arrival mask, with ``ai.bytesandbrains.gather = "1"``), so
+downstream ops read the Recv.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def synthesize_receives(model: onnx.ModelProto, context) -> onnx.ModelProto:
         for key, value in ((ann.PORT, port), (ann.SOURCE_CLASS, ann.get(node, ann.HOME)),
                            (ann.HOME, ann.get(node, ann.DEST_CLASS))):
             ann.put(recv, key, value)
+        if node.op_type == "Gather":
+            ann.put(recv, ann.GATHER, "1")
+            del node.input[-1]  # the senders' peer set only sizes the receiving side
         del node.output[:]
         node.output.append(sentinel(port))
         if not node.name:

@@ -11,7 +11,7 @@ import numpy as np
 
 from bbjax.components import Component, Role
 from bbjax.dsl.errors import ModuleError, UnboundSlotError
-from bbjax.dsl.primitives import TOKEN, send_p, slot_call_p
+from bbjax.dsl.primitives import TOKEN, gather_p, send_p, slot_call_p
 
 if TYPE_CHECKING:
     from bbjax.dsl.module import Module
@@ -176,6 +176,26 @@ class Graph:
             raise ModuleError(f"send {port!r} carries no arrays")
         received = send_p.bind(*leaves, to.ids, port=port, dest_class=to.peer_class)
         return jax.tree.unflatten(tree, received)
+
+    def gather(self, port: str, value: Any, *, to: PeerSet, senders: PeerSet) -> tuple[Any, Any]:
+        """Every peer of ``senders`` sends ``value`` to ``to``; returns, on ``to``'s class, the
+        values stacked over ``senders`` (in their peer-set order) and a bool arrival mask.
+
+        The receiving ops run once per round, when every sender's value arrived or the node
+        closes the round early (absent senders are masked out). A repeated value from one
+        sender replaces the earlier one.
+        """
+        for name, peers in (("to", to), ("senders", senders)):
+            if not isinstance(peers, PeerSet):
+                raise ModuleError(f"gather {port!r}: {name!r} must be a peer set, got "
+                                  f"{type(peers).__name__}")
+        leaves, tree = jax.tree.flatten(value)
+        if not leaves:
+            raise ModuleError(f"gather {port!r} carries no arrays")
+        *stacked, arrived = gather_p.bind(*leaves, to.ids, senders.ids, port=port,
+                                          dest_class=to.peer_class,
+                                          source_class=senders.peer_class)
+        return jax.tree.unflatten(tree, stacked), arrived
 
     # -- sub-modules ------------------------------------------------------------------------
 

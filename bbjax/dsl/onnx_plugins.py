@@ -4,7 +4,9 @@ A slot call becomes ``ai.bytesandbrains.role.<role>::<method>`` with node metada
 ``ai.bytesandbrains.slot`` (the slot name), ``…n_triggers`` (trailing trigger-only inputs),
 ``…in_tree`` (the pytree structure of the data inputs, JSON) and, for PeerSelectors,
 ``…peer_class``. A send becomes ``ai.bytesandbrains.wire::Send``
-(inputs: the values, then the peer set) with ``…port`` and ``…dest_class``.
+(inputs: the values, then the peer set) with ``…port`` and ``…dest_class``; a gather
+``ai.bytesandbrains.wire::Gather`` (inputs: the values, the destination peers, the senders;
+outputs: the stacked values and the arrival mask) with ``…source_class`` too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import onnx_ir as ir
 from jax2onnx.plugins._ir_shapes import _stamp_type_and_shape
 from jax2onnx.plugins.plugin_system import PrimitiveLeafPlugin
 
-from bbjax.dsl.primitives import send_p, slot_call_p
+from bbjax.dsl.primitives import gather_p, send_p, slot_call_p
 from bbjax.onnx import domains, jax2onnx_overrides
 from bbjax.onnx.treedef import treedef_to_json
 
@@ -55,6 +57,13 @@ class SendPlugin(PrimitiveLeafPlugin):
         _emit(ctx, eqn, domains.WIRE, "Send", {"port": p["port"], "dest_class": p["dest_class"]})
 
 
+class GatherPlugin(PrimitiveLeafPlugin):
+    def lower(self, ctx: Any, eqn: Any) -> None:
+        p = eqn.params
+        _emit(ctx, eqn, domains.WIRE, "Gather", {"port": p["port"], "dest_class": p["dest_class"],
+                                                 "source_class": p["source_class"]})
+
+
 def _plugin(cls: type, primitive: Any):
     def factory(original: Any) -> PrimitiveLeafPlugin:
         plugin = cls()
@@ -66,3 +75,4 @@ def _plugin(cls: type, primitive: Any):
 
 jax2onnx_overrides.register(slot_call_p.name, _plugin(SlotCallPlugin, slot_call_p))
 jax2onnx_overrides.register(send_p.name, _plugin(SendPlugin, send_p))
+jax2onnx_overrides.register(gather_p.name, _plugin(GatherPlugin, gather_p))

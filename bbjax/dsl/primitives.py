@@ -41,3 +41,17 @@ def _send_abstract(*operands, port, dest_class):
 
 
 send_p.def_abstract_eval(_send_abstract)
+
+gather_p = Primitive("bbjax_gather")
+gather_p.multiple_results = True
+
+
+def _gather_abstract(*operands, port, dest_class, source_class):
+    """Each value stacked over the senders (leading dim = their peer set's size) + arrival mask."""
+    *values, _, senders = operands
+    n = senders.shape[0]
+    stacked = [jax.core.ShapedArray((n, *v.shape), v.dtype) for v in values]
+    return [*stacked, jax.core.ShapedArray((n,), np.bool_)]
+
+
+gather_p.def_abstract_eval(_gather_abstract)

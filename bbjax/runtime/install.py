@@ -62,6 +62,15 @@ def install(peer: int, compiled: Compiled, targets: Sequence[str],
     for function in functions:
         types = {v.name: v for v in function.value_info}
         for node in function.node:
-            if ann.is_recv(node):
-                specs[ann.get(node, ann.PORT)] = port_spec([types[o] for o in node.output])
+            if not ann.is_recv(node):
+                continue
+            outputs = [types[o] for o in node.output]
+            if ann.get(node, ann.GATHER) == "1":
+                source = ann.get(node, ann.SOURCE_CLASS)
+                if source not in config.peers:
+                    raise InstallError(f"port {ann.get(node, ann.PORT)!r} gathers from class "
+                                       f"{source!r}: NodeConfig.peers must list its peers")
+                specs[ann.get(node, ann.PORT)] = port_spec(outputs[:-1], stacked_over=source)
+            else:
+                specs[ann.get(node, ann.PORT)] = port_spec(outputs)
     return Node(peer, steps, states, config, specs, compiled)

@@ -69,8 +69,9 @@ class Rejected:
 @dataclass(frozen=True)
 class _PortSpec:
     dtypes: tuple[np.dtype, ...]
-    shapes: tuple[tuple[int, ...], ...]
+    shapes: tuple[tuple[int, ...], ...]   # of one message (one sender's arrays)
     hashes: tuple[int, ...]
+    stacked_over: str | None = None       # gather ports: the sender class
 
 
 class Node:
@@ -89,6 +90,8 @@ class Node:
         self._jitted = {s.target: jax.jit(s.__call__) for s in self.steps}
         self._inbound: collections.deque[bytes] = collections.deque()
         self._pending: dict[str, collections.deque] = {p: collections.deque() for p in port_specs}
+        self._gathered: dict[str, dict[int, list]] = {
+            p: {} for p, spec in port_specs.items() if spec.stacked_over}
         self._seen: collections.deque[int] = collections.deque()
         self._seen_set: set[int] = set()
         self._events: list[Any] = []
@@ -167,14 +170,47 @@ class Node:
                                          envelope.source))
             return
         for port, leaves in messages.items():
+            if port in self._gathered and not self._is_sender(port, envelope.source):
+                self._events.append(Rejected("unexpected_sender", f"peer {envelope.source!r} "
+                                             f"is not a sender of gather {port!r}",
+                                             envelope.source))
+                return
             if len(self._pending[port]) >= self.config.max_pending:
                 self._events.append(Rejected("pending_full", f"port {port!r} holds "
                                              f"{self.config.max_pending} messages",
                                              envelope.source))
                 return
         for port, leaves in messages.items():
-            self._pending[port].append(leaves)
+            self._enqueue(port, leaves, envelope.source)
         self._remember(digest)
+
+    def _is_sender(self, port: str, source: str) -> bool:
+        senders = self.config.peers[self._port_specs[port].stacked_over]
+        return source.lstrip("-").isdigit() and int(source) in [int(p) for p in senders]
+
+    def _enqueue(self, port: str, leaves: list, source: str) -> None:
+        """Queue a message; a gather port collects one per sender (a repeat replaces) and
+        queues the stacked round once every sender has sent."""
+        if port not in self._gathered:
+            self._pending[port].append(leaves)
+            return
+        self._gathered[port][int(source)] = leaves  # _is_sender checked it is a peer id
+        senders = self.config.peers[self._port_specs[port].stacked_over]
+        if len(self._gathered[port]) == len(senders):
+            self.close(port)
+
+    def close(self, port: str) -> None:
+        """Close gather ``port``'s round now: queue what arrived, absent senders masked out."""
+        if port not in self._gathered:
+            raise KeyError(f"{port!r} is not a gather port of this node")
+        spec = self._port_specs[port]
+        senders = [int(p) for p in self.config.peers[spec.stacked_over]]
+        got = self._gathered[port]
+        stacked = [np.stack([np.asarray(got[p][i]) if p in got else np.zeros(shape, dtype)
+                             for p in senders])
+                   for i, (dtype, shape) in enumerate(zip(spec.dtypes, spec.shapes))]
+        self._pending[port].append([*stacked, np.array([p in got for p in senders])])
+        self._gathered[port] = {}
 
     def _messages(self, envelope: Envelope) -> dict[str, list]:
         grouped: dict[str, dict[int, Fill]] = {}
@@ -217,7 +253,7 @@ class Node:
         for port, (leaves, peers) in outbox.items():
             for peer in np.asarray(peers).reshape(-1).tolist():
                 if peer == self.peer and port in self._pending:
-                    self._pending[port].append([np.asarray(x) for x in leaves])
+                    self._enqueue(port, [np.asarray(x) for x in leaves], str(self.peer))
                 else:
                     out.append(Outbound(int(peer), self._encode(port, leaves)))
         return out
@@ -235,12 +271,14 @@ class _Unexpected(BbjaxError):
     kind = "unexpected_port"
 
 
-def port_spec(value_types: Sequence[Any]) -> _PortSpec:
-    """The expected arrays of a receive port from its ONNX value types."""
+def port_spec(value_types: Sequence[Any], stacked_over: str | None = None) -> _PortSpec:
+    """The arrays one message of a receive port carries, from the Recv's ONNX value types
+    (for a gather: the stacked types, whose leading sender dimension is dropped)."""
     dtypes, shapes = [], []
     for vi in value_types:
         tensor = vi.type.tensor_type
+        dims = tuple(d.dim_value for d in tensor.shape.dim)
         dtypes.append(np.dtype(jax.dtypes.canonicalize_dtype(numpy_dtype(tensor.elem_type))))
-        shapes.append(tuple(d.dim_value for d in tensor.shape.dim))
+        shapes.append(dims[1:] if stacked_over else dims)
     return _PortSpec(tuple(dtypes), tuple(shapes),
-                     tuple(type_hash(d, s) for d, s in zip(dtypes, shapes)))
+                     tuple(type_hash(d, s) for d, s in zip(dtypes, shapes)), stacked_over)

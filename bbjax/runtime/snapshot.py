@@ -2,7 +2,8 @@
 
 Arrays: ``model`` (the compiled artifact's bytes), ``meta`` (UTF-8 JSON: peer, targets,
 config, sequence, started entry targets, message counts), ``state/<slot>/<i>`` (state
-leaves), ``input/<name>``, ``pending/<port>/<k>/<i>`` (accepted messages), ``inbound/<k>``
+leaves), ``input/<name>``, ``pending/<port>/<k>/<i>`` (accepted messages),
+``gathered/<port>/<peer>/<i>`` (a gather round's arrivals so far), ``inbound/<k>``
 (envelopes not yet polled) and ``seen`` (the dedup window). Restoring re-installs the
 artifact with the given bindings and puts every piece back.
 """
@@ -47,6 +48,12 @@ def dump(node: Any) -> bytes:
         for k, leaves in enumerate(queue):
             for i, leaf in enumerate(leaves):
                 arrays[f"pending/{port}/{k}/{i}"] = np.asarray(leaf)
+    gathered = {}
+    for port, by_peer in node._gathered.items():
+        gathered[port] = sorted(by_peer)
+        for peer, leaves in by_peer.items():
+            for i, leaf in enumerate(leaves):
+                arrays[f"gathered/{port}/{peer}/{i}"] = np.asarray(leaf)
     for k, data in enumerate(node._inbound):
         arrays[f"inbound/{k}"] = np.frombuffer(data, np.uint8)
     config = node.config
@@ -56,7 +63,7 @@ def dump(node: Any) -> bytes:
         "limits": dataclasses.asdict(config.limits), "max_inbound": config.max_inbound,
         "max_pending": config.max_pending, "dedup_window": config.dedup_window,
         "sequence": node._sequence, "started": [s.target for s in node._started],
-        "pending": counts, "inbound": len(node._inbound),
+        "pending": counts, "gathered": gathered, "inbound": len(node._inbound),
         "leaves": {slot: len(jax.tree.leaves(st)) for slot, st in node.states.items()},
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
@@ -95,6 +102,10 @@ def load(data: bytes, bindings: Mapping[str, Any]) -> Any:
         for k in range(count):
             n = len([key for key in arrays if key.startswith(f"pending/{port}/{k}/")])
             node._pending[port].append([arrays[f"pending/{port}/{k}/{i}"] for i in range(n)])
+    for port, peers in meta["gathered"].items():
+        for peer in peers:
+            n = len([key for key in arrays if key.startswith(f"gathered/{port}/{peer}/")])
+            node._gathered[port][peer] = [arrays[f"gathered/{port}/{peer}/{i}"] for i in range(n)]
     node._inbound.extend(bytes(arrays[f"inbound/{k}"]) for k in range(meta["inbound"]))
     for digest in arrays["seen"].tolist():
         node._remember(int(digest))

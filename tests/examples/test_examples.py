@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+import chex
+import jax
 import numpy as np
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
@@ -28,3 +30,29 @@ def test_export_train_step_example_agrees_with_plain_jax(capsys):
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("max |param difference|"))
     assert float(line.rsplit(":", 1)[1]) < 1e-5
+
+
+def test_single_node_fedavg_accuracy_rises():
+    accuracies = _load("single_node_fedavg").main(rounds=6, local_steps=10)
+    assert accuracies[-1] > accuracies[0] + 0.1
+
+
+def test_multi_node_fedavg_rounds_close_and_learn():
+    accuracies = _load("multi_node_fedavg").main(rounds=6, local_steps=10, seed=0)
+    assert accuracies[-1] > accuracies[0]
+
+
+def test_multi_node_round_averages_exactly_the_updates_that_arrived():
+    example = _load("multi_node_fedavg")
+    model, server, clients, _ = example.build_network(local_steps=3)
+    duplicated = example.CLIENTS[0]
+    copies = {example.FLAKY: 0, duplicated: 2}  # lose one client's update, duplicate another's
+    log: dict = {}
+    out = example.run_round(server, clients, lambda sender: copies.get(sender, 1), log)
+    assert int(out["participants"]) == len(example.CLIENTS) - 1
+    assert log["duplicate"] >= 1
+    arrived = [p for p in example.CLIENTS if p != example.FLAKY]
+    client_params = [model.call("params", clients[p].states["model"])[1] for p in arrived]
+    want = jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *client_params)
+    got = model.call("params", server.states["model"])[1]
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)

@@ -40,6 +40,14 @@ def send(ctx, *inputs):
     return np.zeros((), np.uint8)
 
 
+@op("Gather", domain=domains.WIRE, foldable=False)
+def gather(ctx, *inputs):
+    """The sending side of a gather: the payload to the destination peers (last input)."""
+    *leaves, peers = inputs
+    ctx.runtime.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
+    return np.zeros((), np.uint8)
+
+
 @op("Recv", domain=domains.WIRE, foldable=False)
 def recv(ctx):
     """The payload delivered for this port."""

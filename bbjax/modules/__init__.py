@@ -1,0 +1,5 @@
+"""Ready-made Modules."""
+
+from bbjax.modules.fedavg import FedAvgRound
+
+__all__ = ["FedAvgRound"]

@@ -1,0 +1,49 @@
+"""``FedAvgRound``: one round of federated averaging as a Module.
+
+The ``self`` class (the round's initiator, normally the server's node) sends the global
+parameters to the ``client`` class; each client loads them, takes ``local_steps`` training
+steps on its own data, and gathers its parameters and mean loss to the ``server`` class;
+the server averages the parameters of the clients that arrived (equal weights; a round
+where none arrived keeps the global parameters) and loads the result. Slots: ``model`` (a
+Model) and ``data`` (a DataSource).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from bbjax.dsl import Graph, Module
+
+
+class FedAvgRound(Module):
+    name = "fedavg"
+
+    def __init__(self, local_steps: int = 1):
+        if local_steps < 1:
+            raise ValueError(f"local_steps must be >= 1, got {local_steps}")
+        self.local_steps = local_steps
+
+    def body(self, g: Graph) -> None:
+        clients, server = g.peers("client"), g.peers("server")
+        on_client = g.send("global", g.slot("model").params(), to=clients)
+        g.slot("model").load_parameters(on_client)
+        losses, trigger = [], on_client
+        for _ in range(self.local_steps):
+            x, y = g.slot("data").next_batch(after=trigger)
+            trigger = g.slot("model").train(x, y)
+            losses.append(trigger)
+        local = (g.slot("model").params(), jnp.mean(jnp.stack(losses)))
+        (updates, client_losses), arrived = g.gather("update", local, to=server,
+                                                     senders=clients)
+        current = g.slot("model").params(after=arrived)
+        weights = arrived.astype(jnp.float32)
+        total = jnp.sum(weights)
+
+        def average(stacked, old):
+            mean = jnp.tensordot(weights, stacked, 1) / jnp.maximum(total, 1)
+            return jnp.where(total > 0, mean, old).astype(old.dtype)
+
+        g.slot("model").load_parameters(jax.tree.map(average, updates, current))
+        g.output("train_loss", jnp.sum(weights * client_losses) / jnp.maximum(jnp.sum(weights), 1))
+        g.output("participants", jnp.sum(arrived.astype(jnp.int32)))

@@ -132,3 +132,57 @@ def test_bad_snapshot_is_a_snapshot_error(setup):
     for broken in (b"", data[:100], data[: len(data) // 2]):
         with pytest.raises(SnapshotError):
             type(server).restore(broken, bindings)
+
+
+@pytest.fixture(scope="module")
+def fedavg(model):  # noqa: F811
+    from bbjax.modules import FedAvgRound
+    data = data_source()
+    compiled = Compiler().bind("model", model).bind("data", data).compile(FedAvgRound(1))
+    return compiled, {"model": model, "data": data}
+
+
+def _fedavg_nodes(fedavg, clients=(1, 2)):
+    compiled, bindings = fedavg
+    server = install(0, compiled, ["fedavg", "fedavg_server"], bindings,
+                     NodeConfig(peers={"client": clients, "server": [0]}))
+    return server, {p: install(p, compiled, ["fedavg_client"], bindings,
+                               NodeConfig(peers={"server": [0]})) for p in clients}
+
+
+def test_gather_waits_for_every_sender_then_runs_once(fedavg):
+    server, clients = _fedavg_nodes(fedavg)
+    server.start()
+    for step in server.poll():
+        if isinstance(step, Outbound):
+            clients[step.peer].deliver(step.data)
+    updates = {p: [s for s in n.poll() if isinstance(s, Outbound)] for p, n in clients.items()}
+    server.deliver(updates[1][0].data)
+    assert not [s for s in server.poll() if isinstance(s, AppOutput)]  # still waiting for 2
+    server.deliver(updates[1][0].data)  # a duplicate does not count as the second sender
+    assert [s.kind for s in server.poll() if isinstance(s, Rejected)] == ["duplicate"]
+    server.deliver(updates[2][0].data)
+    outputs = {s.name: s.value for s in server.poll() if isinstance(s, AppOutput)}
+    assert int(outputs["participants"]) == 2
+
+
+def test_gather_rejects_strangers_and_close_masks_absent_senders(fedavg):
+    server, clients = _fedavg_nodes(fedavg)
+    stranger_server, strangers = _fedavg_nodes(fedavg, clients=(7,))
+    server.start()
+    stranger_server.start()
+    for step in server.poll():
+        if isinstance(step, Outbound):
+            clients[step.peer].deliver(step.data)
+    for step in stranger_server.poll():
+        if isinstance(step, Outbound):
+            strangers[step.peer].deliver(step.data)
+    server.deliver(next(s for s in strangers[7].poll() if isinstance(s, Outbound)).data)
+    assert [s.kind for s in server.poll() if isinstance(s, Rejected)] == ["unexpected_sender"]
+    server.deliver(next(s for s in clients[1].poll() if isinstance(s, Outbound)).data)
+    server.poll()
+    server.close("update")
+    outputs = {s.name: s.value for s in server.poll() if isinstance(s, AppOutput)}
+    assert int(outputs["participants"]) == 1
+    with pytest.raises(KeyError):
+        server.close("global")

@@ -14,7 +14,10 @@ from bbjax.compiler.passport import stamp_passport
 from bbjax.compiler.peer_classes import infer_peer_classes
 from bbjax.compiler.receives import synthesize_receives
 from bbjax.compiler.slots import resolve_slots
-from bbjax.compiler.validate import validate
+from bbjax.compiler.validate import expand_attribute_defaults, validate
+from bbjax.compiler.wire import (DEFAULT_PER_HOP_BUDGET_NS, analyze_wire_edges, check_wire_types,
+                                 insert_deadlines, insert_receive_gates, insert_send_gates,
+                                 validate_runtime_complete)
 from bbjax.components import Component
 from bbjax.dsl import Module
 
@@ -27,6 +30,7 @@ class CompileContext:
 
     module: str
     bindings: Mapping[str, Component]
+    per_hop_budget_ns: int = DEFAULT_PER_HOP_BUDGET_NS
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,16 @@ class Pass:
 
 DEFAULT_PASSES: tuple[Pass, ...] = (
     Pass("validate", validate),
+    Pass("expand_attribute_defaults", expand_attribute_defaults),
     Pass("infer_peer_classes", infer_peer_classes),
     Pass("synthesize_receives", synthesize_receives),
+    Pass("check_wire_types", check_wire_types),
     Pass("resolve_slots", resolve_slots),
+    Pass("analyze_wire_edges", analyze_wire_edges),
+    Pass("insert_receive_gates", insert_receive_gates),
+    Pass("insert_send_gates", insert_send_gates),
+    Pass("insert_deadlines", insert_deadlines),
+    Pass("validate_runtime_complete", validate_runtime_complete),
     Pass("partition_by_peer_class", partition_by_peer_class),
     Pass("stamp_passport", stamp_passport),
 )
@@ -52,9 +63,12 @@ class Compiler:
     ``(ModelProto, CompileContext) -> ModelProto`` function.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, per_hop_budget_ns: int = DEFAULT_PER_HOP_BUDGET_NS) -> None:
+        if per_hop_budget_ns <= 0:
+            raise CompileError(f"per_hop_budget_ns must be positive, got {per_hop_budget_ns}")
         self.bindings: dict[str, Component] = {}
         self.passes: list[Pass] = list(DEFAULT_PASSES)
+        self.per_hop_budget_ns = per_hop_budget_ns
 
     def bind(self, slot: str, component: Component) -> "Compiler":
         if not isinstance(component, Component):
@@ -94,7 +108,7 @@ class Compiler:
             name = module.name
         else:
             model, name = module, module.graph.name
-        context = CompileContext(name, dict(self.bindings))
+        context = CompileContext(name, dict(self.bindings), self.per_hop_budget_ns)
         for pass_ in self.passes:
             model = pass_.run(model, context)
         return Compiled(model)

@@ -21,3 +21,22 @@ def validate(model: onnx.ModelProto, context) -> onnx.ModelProto:
         if ann.is_send(node) and not (ann.get(node, ann.PORT) and ann.get(node, ann.DEST_CLASS)):
             raise CompileError(f"{ann.label(node)} is a send without port or destination class")
     return model
+
+
+def expand_attribute_defaults(model: onnx.ModelProto, context) -> onnx.ModelProto:
+    """Write every standard op's omitted attributes with their schema defaults."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    opset = {i.domain: i.version for i in out.opset_import}.get("", 1)
+    for node in out.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            continue
+        present = {a.name for a in node.attribute}
+        for name, attr in schema.attributes.items():
+            if name not in present and attr.default_value.name:
+                node.attribute.append(attr.default_value)
+    return out

@@ -4,7 +4,8 @@ PREFIX = "ai.bytesandbrains"
 RANDOM = "ai.bytesandbrains.random"  # key-based sampling: RandomBits, RandomSplit, RandomFoldIn, RandomSeed
 LAX = "ai.bytesandbrains.lax"        # JAX primitives kept exact: BitcastConvert, ErfInv
 
-WIRE = "ai.bytesandbrains.wire"      # Send (and, after partitioning, Recv)
+WIRE = "ai.bytesandbrains.wire"      # Send, Gather (and, after partitioning, Recv)
+GATE = "ai.bytesandbrains.gate"      # compiler-inserted gates and deadline checks
 ROLE_PREFIX = "ai.bytesandbrains.role."  # + role: slot calls, op_type = the method
 
 

@@ -39,6 +39,12 @@ def test_sends_and_receives_are_split_across_partitions(compiled):
     client = compiled.find("round_client")
     kinds = [(n.op_type, ann.get(n, ann.PORT)) for n in client.node if n.domain == domains.WIRE]
     assert kinds == [("Recv", "global"), ("Send", "update")]
+    gates = [n.op_type for n in client.node if n.domain == "ai.bytesandbrains.gate"]
+    assert gates == ["DedupGateRx", "PeerHealthGateRx", "BackoffGateRx", "PeerHealthGateTx",
+                     "BackoffGateTx", "DeadlineCheck"]
+    send = next(n for n in client.node if n.op_type == "Send")
+    assert ann.get(send, "ai.bytesandbrains.deadline_ns") == "100000000"
+    assert ann.get(send, "ai.bytesandbrains.batch_group") == "client->server"
     recv = next(n for n in client.node if n.op_type == "Recv")
     assert ann.get(recv, ann.SOURCE_CLASS) == "self"
     server = compiled.find("round_server")
@@ -99,8 +105,11 @@ def test_duplicate_ports_are_rejected(model):  # noqa: F811
 
 def test_passes_are_named_editable_and_ordered(model):  # noqa: F811
     compiler = Compiler().bind("model", model).bind("data", data_source())
-    assert [p.name for p in compiler.passes][:3] == ["validate", "infer_peer_classes",
-                                                     "synthesize_receives"]
+    assert [p.name for p in compiler.passes] == [
+        "validate", "expand_attribute_defaults", "infer_peer_classes", "synthesize_receives",
+        "check_wire_types", "resolve_slots", "analyze_wire_edges", "insert_receive_gates",
+        "insert_send_gates", "insert_deadlines", "validate_runtime_complete",
+        "partition_by_peer_class", "stamp_passport"]
     seen = []
     compiler.insert(Pass("spy", lambda m, ctx: seen.append(len(m.graph.node)) or m),
                     after="validate")
@@ -147,3 +156,36 @@ def test_missing_passport_and_wrong_version(compiled):
             p.value = "0.0.0"
     with pytest.raises(PassportError, match="recompile"):
         verify_passport(model)
+
+
+def test_removing_a_gate_pass_is_caught(model):  # noqa: F811
+    compiler = Compiler().bind("model", model).bind("data", data_source())
+    compiler.remove("insert_send_gates")
+    with pytest.raises(CompileError, match="PeerHealthGateTx"):
+        compiler.compile(Round())
+
+
+def test_mismatched_wire_types_need_a_codec(model):  # noqa: F811
+    from bbjax.compiler import CompileContext
+    from bbjax.compiler.peer_classes import infer_peer_classes
+    from bbjax.compiler.receives import synthesize_receives
+    from bbjax.compiler.wire import check_wire_types
+    built = Round().build({"model": model, "data": data_source()})
+    context = CompileContext("round", {})
+    staged = synthesize_receives(infer_peer_classes(built, context), context)
+    recv = next(n for n in staged.graph.node if ann.is_recv(n))
+    info = next(v for v in staged.graph.value_info if v.name == recv.output[0])
+    info.type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    with pytest.raises(CompileError, match="Codec"):
+        check_wire_types(staged, context)
+
+
+def test_attribute_defaults_are_written(model):  # noqa: F811
+    from bbjax.compiler.validate import expand_attribute_defaults
+    node = onnx.helper.make_node("LeakyRelu", ["x"], ["y"])
+    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info(
+        "x", onnx.TensorProto.FLOAT, [2])], [onnx.helper.make_tensor_value_info(
+            "y", onnx.TensorProto.FLOAT, [2])])
+    expanded = expand_attribute_defaults(onnx.helper.make_model(graph), None)
+    alpha = next(a for a in expanded.graph.node[0].attribute if a.name == "alpha")
+    assert alpha.f == pytest.approx(0.01)

@@ -32,10 +32,22 @@ for _role in domains.ROLES:
     op(ANY_OP, domain=domains.role_domain(_role), foldable=False)(slot_call)
 
 
+def _ungated(ctx, inputs: tuple) -> tuple:
+    """The inputs without the trailing gate triggers the compiler added."""
+    n_gates = int(ctx.metadata(_META + "n_gates", "0"))
+    return inputs[: len(inputs) - n_gates]
+
+
+@op(ANY_OP, domain=domains.GATE, foldable=False)
+def gate(ctx):
+    """A compiler-inserted gate: the Node enforces it; in the step it only orders ops."""
+    return np.zeros((), np.uint8)
+
+
 @op("Send", domain=domains.WIRE, foldable=False)
 def send(ctx, *inputs):
     """Put the payload in the outbox for the peer set (last input); output the sentinel."""
-    *leaves, peers = inputs
+    *leaves, peers = _ungated(ctx, inputs)
     ctx.runtime.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
     return np.zeros((), np.uint8)
 
@@ -43,14 +55,14 @@ def send(ctx, *inputs):
 @op("Gather", domain=domains.WIRE, foldable=False)
 def gather(ctx, *inputs):
     """The sending side of a gather: the payload to the destination peers (last input)."""
-    *leaves, peers = inputs
+    *leaves, peers = _ungated(ctx, inputs)
     ctx.runtime.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
     return np.zeros((), np.uint8)
 
 
 @op("Recv", domain=domains.WIRE, foldable=False)
-def recv(ctx):
-    """The payload delivered for this port."""
+def recv(ctx, *gates):
+    """The payload delivered for this port (inputs: only gate triggers)."""
     leaves = ctx.runtime.receive(ctx.metadata(_META + "port"))
     if len(leaves) != ctx.num_outputs:
         raise ctx.error(f"port {ctx.metadata(_META + 'port')!r} delivered {len(leaves)} "

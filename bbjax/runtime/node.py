@@ -13,6 +13,7 @@ delivered locally without encoding.
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +24,7 @@ from bbjax.errors import BbjaxError
 from bbjax.onnx.dtypes import numpy_dtype
 from bbjax.runtime.envelope import DEFAULT_LIMITS, Envelope, Fill, Limits, decode, encode
 from bbjax.runtime.errors import EnvelopeError
+from bbjax.runtime.peer_health import PeerHealth
 from bbjax.runtime.step import PartitionStep
 from bbjax.runtime.tensor_codec import decode_tensor, encode_tensor, fnv1a64, type_hash
 
@@ -67,6 +69,21 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class Timeout:
+    """An envelope to ``peer`` (carrying ``ports``) could not be sent before its deadline."""
+
+    peer: int
+    ports: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PeerDown:
+    """``peer`` failed too many consecutive sends; sends to it wait until one succeeds."""
+
+    peer: int
+
+
+@dataclass(frozen=True)
 class _PortSpec:
     dtypes: tuple[np.dtype, ...]
     shapes: tuple[tuple[int, ...], ...]   # of one message (one sender's arrays)
@@ -97,6 +114,9 @@ class Node:
         self._events: list[Any] = []
         self._started: list[PartitionStep] = []
         self._sequence = 0
+        self.health = PeerHealth()
+        self._held: list[tuple[int, bytes, int, tuple[str, ...]]] = []  # peer, data, expiry, ports
+        self._now_ns = 0
 
     # -- host interface -----------------------------------------------------------------------
 
@@ -113,8 +133,20 @@ class Node:
         self._inbound.append(bytes(data))
         return True
 
-    def poll(self) -> list[Any]:
-        """Decode what was delivered, run every ready partition, return the resulting steps."""
+    def report_send_failure(self, peer: int, now: float | None = None) -> None:
+        """The host could not deliver to ``peer``: back off (and maybe mark it down)."""
+        if self.health.failure(int(peer), _ns(now)):
+            self._events.append(PeerDown(int(peer)))
+
+    def report_send_success(self, peer: int) -> None:
+        """The host delivered to ``peer``: its backoff and failure count are cleared."""
+        self.health.success(int(peer))
+
+    def poll(self, now: float | None = None) -> list[Any]:
+        """Decode what was delivered, run every ready partition, release envelopes whose
+        peer is reachable again, time out those past their deadline, and return the
+        resulting steps. ``now`` is the host clock in seconds (default: monotonic time)."""
+        self._now_ns = _ns(now)
         while self._inbound:
             self._accept(self._inbound.popleft())
         out: list[Any] = []
@@ -129,6 +161,7 @@ class Node:
                     inbox = {p: self._pending[p].popleft() for p in step.receives}
                     out.extend(self._run(step, inbox))
                     progressed = True
+        out.extend(self._release())
         events, self._events = self._events, []
         return events + out
 
@@ -250,21 +283,44 @@ class Node:
         new_states, outputs, outbox = self._jitted[step.target](states, self._inputs, inbox)
         self.states.update(new_states)
         out: list[Any] = [AppOutput(step.target, n, v) for n, v in outputs.items()]
+        batches: dict[int, list[tuple[str, list]]] = {}  # one envelope per destination peer
         for port, (leaves, peers) in outbox.items():
             for peer in np.asarray(peers).reshape(-1).tolist():
                 if peer == self.peer and port in self._pending:
                     self._enqueue(port, [np.asarray(x) for x in leaves], str(self.peer))
                 else:
-                    out.append(Outbound(int(peer), self._encode(port, leaves)))
+                    batches.setdefault(int(peer), []).append((port, leaves))
+        for peer, messages in batches.items():
+            deadline = min(step.deadlines.get(port, 0) or 2**63 - 1 for port, _ in messages)
+            ports = tuple(port for port, _ in messages)
+            data = self._encode(messages, 0 if deadline == 2**63 - 1 else deadline)
+            self._held.append((peer, data, self._now_ns + deadline, ports))
         return out
 
-    def _encode(self, port: str, leaves: list) -> bytes:
+    def _release(self) -> list[Any]:
+        """Ship held envelopes to reachable peers; time out the ones past their deadline."""
+        out, kept = [], []
+        for peer, data, expiry, ports in self._held:
+            if self.health.available(peer, self._now_ns):
+                out.append(Outbound(peer, data))
+            elif self._now_ns > expiry:
+                out.append(Timeout(peer, ports))
+            else:
+                kept.append((peer, data, expiry, ports))
+        self._held = kept
+        return out
+
+    def _encode(self, messages: list[tuple[str, list]], deadline_ns: int) -> bytes:
         self._sequence += 1
         fills = tuple(Fill(f"{port}/{i}", type_hash(np.asarray(x).dtype, np.shape(x)),
                            encode_tensor(np.asarray(x), limits=self.config.limits))
-                      for i, x in enumerate(leaves))
-        return encode(Envelope(str(self.peer), fills, correlation=self._sequence),
-                      limits=self.config.limits)
+                      for port, leaves in messages for i, x in enumerate(leaves))
+        return encode(Envelope(str(self.peer), fills, correlation=self._sequence,
+                               deadline_ns=deadline_ns), limits=self.config.limits)
+
+
+def _ns(now: float | None) -> int:
+    return int((time.monotonic() if now is None else now) * 1e9)
 
 
 class _Unexpected(BbjaxError):

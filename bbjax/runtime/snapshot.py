@@ -4,7 +4,8 @@ Arrays: ``model`` (the compiled artifact's bytes), ``meta`` (UTF-8 JSON: peer, t
 config, sequence, started entry targets, message counts), ``state/<slot>/<i>`` (state
 leaves), ``input/<name>``, ``pending/<port>/<k>/<i>`` (accepted messages),
 ``gathered/<port>/<peer>/<i>`` (a gather round's arrivals so far), ``inbound/<k>``
-(envelopes not yet polled) and ``seen`` (the dedup window). Restoring re-installs the
+(envelopes not yet polled), ``held/<k>`` (outbound envelopes waiting for a backed-off
+peer; peer health is in ``meta``) and ``seen`` (the dedup window). Restoring re-installs the
 artifact with the given bindings and puts every piece back.
 """
 
@@ -56,6 +57,8 @@ def dump(node: Any) -> bytes:
                 arrays[f"gathered/{port}/{peer}/{i}"] = np.asarray(leaf)
     for k, data in enumerate(node._inbound):
         arrays[f"inbound/{k}"] = np.frombuffer(data, np.uint8)
+    for k, (_, data, _, _) in enumerate(node._held):
+        arrays[f"held/{k}"] = np.frombuffer(data, np.uint8)
     config = node.config
     meta = {
         "format": FORMAT, "peer": node.peer, "targets": [s.target for s in node.steps],
@@ -64,6 +67,9 @@ def dump(node: Any) -> bytes:
         "max_pending": config.max_pending, "dedup_window": config.dedup_window,
         "sequence": node._sequence, "started": [s.target for s in node._started],
         "pending": counts, "gathered": gathered, "inbound": len(node._inbound),
+        "held": [[peer, expiry, list(ports)] for peer, _, expiry, ports in node._held],
+        "failures": {str(p): n for p, n in node.health.failures.items()},
+        "retry_at": {str(p): t for p, t in node.health.retry_at.items()},
         "leaves": {slot: len(jax.tree.leaves(st)) for slot, st in node.states.items()},
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
@@ -109,6 +115,10 @@ def load(data: bytes, bindings: Mapping[str, Any]) -> Any:
     node._inbound.extend(bytes(arrays[f"inbound/{k}"]) for k in range(meta["inbound"]))
     for digest in arrays["seen"].tolist():
         node._remember(int(digest))
+    node._held = [(peer, bytes(arrays[f"held/{k}"]), expiry, tuple(ports))
+                  for k, (peer, expiry, ports) in enumerate(meta["held"])]
+    node.health.failures = {int(p): n for p, n in meta["failures"].items()}
+    node.health.retry_at = {int(p): t for p, t in meta["retry_at"].items()}
     node._sequence = meta["sequence"]
     node._started = [s for s in node.steps if s.target in meta["started"]]
     return node

@@ -62,6 +62,8 @@ class PartitionStep:
         self.components = {s: bindings[s] for s in self.slots}
         self.receives = [ann.get(n, ann.PORT) for n in function.node if ann.is_recv(n)]
         self.sends = [ann.get(n, ann.PORT) for n in function.node if ann.is_send(n)]
+        self.deadlines = {ann.get(n, ann.PORT): int(ann.get(n, ann.PREFIX + "deadline_ns", "0"))
+                          for n in function.node if ann.is_send(n)}
         self.input_names = [i for i in function.input if not i.startswith("state.")]
         self.output_names = [o for o in function.output
                              if not o.startswith(("next_state.", "sent."))]

@@ -9,6 +9,7 @@ import pytest
 
 from bbjax.compiler import Compiler, PassportError
 from bbjax.components import weighted_mean
+from bbjax.dsl import Module
 from bbjax.runtime.install import InstallError, install
 from bbjax.runtime.node import AppOutput, NodeConfig, Outbound, Rejected
 from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
@@ -186,3 +187,48 @@ def test_gather_rejects_strangers_and_close_masks_absent_senders(fedavg):
     assert int(outputs["participants"]) == 1
     with pytest.raises(KeyError):
         server.close("global")
+
+
+def test_failing_peer_is_backed_off_marked_down_and_sends_time_out(setup):
+    from bbjax.runtime.node import PeerDown, Timeout
+    from bbjax.runtime.peer_health import BASE_BACKOFF_NS, DOWN_AFTER
+    server, clients = _network(setup)
+    t = 1000.0
+    server.report_send_failure(1, now=t)
+    server.start()
+    steps = server.poll(now=t)
+    assert sorted(s.peer for s in steps if isinstance(s, Outbound)) == [2, 3]  # 1 backs off
+    later = server.poll(now=t + 2 * BASE_BACKOFF_NS / 1e9)
+    assert [s.peer for s in later if isinstance(s, Outbound)] == [1]          # released
+    for i in range(DOWN_AFTER - 1):
+        server.report_send_failure(1, now=t)
+    assert [s for s in server.poll(now=t) if isinstance(s, PeerDown)] == [PeerDown(1)]
+    server.start()
+    server.poll(now=t)
+    timed_out = server.poll(now=t + 1.0)  # the 100 ms deadline passed while peer 1 was down
+    assert [s for s in timed_out if isinstance(s, Timeout)] == [Timeout(1, ("global",))]
+    server.report_send_success(1)
+    assert server.health.available(1, int(t * 1e9))
+
+
+def test_sends_to_one_peer_in_one_run_share_an_envelope(model):  # noqa: F811
+    from bbjax.runtime.envelope import decode
+
+    class TwoPorts(Module):
+        name = "two_ports"
+
+        def body(self, g):
+            params = g.slot("model").params()
+            clients = g.peers("client")
+            g.output("a", g.send("kernel", params["dense"]["kernel"], to=clients))
+            g.output("b", g.send("bias", params["dense"]["bias"], to=clients))
+
+    compiled = Compiler().bind("model", model).compile(TwoPorts())
+    node = install(0, compiled, ["two_ports"], {"model": model},
+                   NodeConfig(peers={"client": [5, 6]}))
+    node.start()
+    outbound = [s for s in node.poll() if isinstance(s, Outbound)]
+    assert sorted(s.peer for s in outbound) == [5, 6]
+    sites = {f.site for f in decode(outbound[0].data).fills}
+    assert sites == {"kernel/0", "bias/0"}
+    assert decode(outbound[0].data).deadline_ns == 100_000_000

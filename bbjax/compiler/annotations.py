@@ -14,6 +14,7 @@ DEST_CLASS = PREFIX + "dest_class"
 SOURCE_CLASS = PREFIX + "source_class"
 PEER_CLASS = PREFIX + "peer_class"
 N_TRIGGERS = PREFIX + "n_triggers"
+PHASE = PREFIX + "phase"      # on partitions: "main" or "bootstrap"
 GATHER = PREFIX + "gather"    # "1" on a Recv that stacks values from a whole sender class
 SELF = "self"
 
@@ -23,6 +24,13 @@ def get(node: onnx.NodeProto, key: str, default: str | None = None) -> str | Non
         if prop.key == key:
             return prop.value
     return default
+
+
+def function_meta(function: onnx.FunctionProto, key: str) -> str | None:
+    for prop in function.metadata_props:
+        if prop.key == key:
+            return prop.value
+    return None
 
 
 def put(node: onnx.NodeProto, key: str, value: str) -> None:

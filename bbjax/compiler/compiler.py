@@ -20,6 +20,7 @@ from bbjax.compiler.wire import (DEFAULT_PER_HOP_BUDGET_NS, analyze_wire_edges, 
                                  validate_runtime_complete)
 from bbjax.components import Component
 from bbjax.dsl import Module
+from bbjax.dsl.module import trace_to_onnx
 
 PassFn = Callable[[onnx.ModelProto, "CompileContext"], onnx.ModelProto]
 
@@ -102,13 +103,41 @@ class Compiler:
         return self
 
     def compile(self, module: Module | onnx.ModelProto) -> Compiled:
-        """Build ``module`` with the bound components and run every pass."""
-        if isinstance(module, Module):
-            model = module.build(self.bindings)
-            name = module.name
-        else:
-            model, name = module, module.graph.name
-        context = CompileContext(name, dict(self.bindings), self.per_hop_budget_ns)
+        """Build ``module`` with the bound components and run every pass.
+
+        A Module that defines ``bootstrap(g)`` gets its bootstrap compiled the same way into
+        partitions named ``<Module>__bootstrap[_<class>]#…``, merged into the artifact.
+        """
+        if not isinstance(module, Module):
+            return Compiled(self._run_passes(module, module.graph.name))
+        compiled = self._run_passes(module.build(self.bindings), module.name)
+        if module.has_bootstrap():
+            name = bootstrap_name(module.name)
+            boot = self._run_passes(trace_to_onnx(module.bootstrap, name, dict(self.bindings)),
+                                    name)
+            compiled = merge_partitions(compiled, boot, self._context(module.name))
+        return Compiled(compiled)
+
+    def _context(self, name: str) -> CompileContext:
+        return CompileContext(name, dict(self.bindings), self.per_hop_budget_ns)
+
+    def _run_passes(self, model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+        context = self._context(name)
         for pass_ in self.passes:
             model = pass_.run(model, context)
-        return Compiled(model)
+        return model
+
+
+def bootstrap_name(module: str) -> str:
+    return f"{module}__bootstrap"
+
+
+def merge_partitions(main: onnx.ModelProto, extra: onnx.ModelProto,
+                     context: CompileContext) -> onnx.ModelProto:
+    """``main`` with ``extra``'s partitions added and the passport stamped over both."""
+    out = onnx.ModelProto()
+    out.CopyFrom(main)
+    out.functions.extend(extra.functions)
+    imported = {i.domain for i in out.opset_import}
+    out.opset_import.extend(i for i in extra.opset_import if i.domain not in imported)
+    return stamp_passport(out, context)

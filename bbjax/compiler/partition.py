@@ -35,7 +35,7 @@ def partition_by_peer_class(model: onnx.ModelProto, context) -> onnx.ModelProto:
     initializers = {i.name: i for i in graph.initializer}
     producers = {out: (i, node) for i, node in enumerate(graph.node) for out in node.output if out}
     classes = sorted({ann.get(n, ann.HOME) for n in graph.node} - {""})
-    functions = [_partition(model, c, types, initializers, producers) for c in classes]
+    functions = [_partition(model, c, types, initializers, producers, context) for c in classes]
     out = onnx.ModelProto()
     out.CopyFrom(model)
     out.graph.Clear()
@@ -46,7 +46,8 @@ def partition_by_peer_class(model: onnx.ModelProto, context) -> onnx.ModelProto:
     return out
 
 
-def _partition(model, peer_class, types, initializers, producers) -> onnx.FunctionProto:
+def _partition(model, peer_class, types, initializers, producers,
+               context) -> onnx.FunctionProto:
     graph = model.graph
     mine = [n for n in graph.node if ann.get(n, ann.HOME) == peer_class]
     needed = _classless_closure(mine, producers)
@@ -94,6 +95,9 @@ def _partition(model, peer_class, types, initializers, producers) -> onnx.Functi
     function.name = partition_name(graph.name or "module", peer_class,
                                    function.SerializeToString(deterministic=True))
     function.doc_string = f"peer class {peer_class!r}"
+    phase = "bootstrap" if getattr(context, "module", "").endswith("__bootstrap") else "main"
+    function.metadata_props.add(key=ann.PEER_CLASS, value=peer_class)
+    function.metadata_props.add(key=ann.PHASE, value=phase)
     return function
 
 

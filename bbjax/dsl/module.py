@@ -33,6 +33,9 @@ class Module:
     def bootstrap(self, g: Graph) -> None:
         """Optional: what a node runs once when installed (default: nothing)."""
 
+    def has_bootstrap(self) -> bool:
+        return type(self).bootstrap is not Module.bootstrap
+
     def build(self, bindings: Mapping[str, Component] | None = None) -> onnx.ModelProto:
         """Trace the body into an ONNX ModelProto (slot output shapes come from ``bindings``)."""
         return trace_to_onnx(self.body, self.name, dict(bindings or {}))

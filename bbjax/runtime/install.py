@@ -36,6 +36,8 @@ def install(peer: int, compiled: Compiled, targets: Sequence[str],
             functions.append(compiled.find(target))
         except BbjaxError as exc:
             raise InstallError(str(exc)) from exc
+    boot = _bootstrap_partitions(compiled, functions)
+    functions += boot
     recorded: dict[str, str] = {}
     for function in functions:
         prefix = f"{BINDING}{function.name}."
@@ -73,4 +75,17 @@ def install(peer: int, compiled: Compiled, targets: Sequence[str],
                 specs[ann.get(node, ann.PORT)] = port_spec(outputs[:-1], stacked_over=source)
             else:
                 specs[ann.get(node, ann.PORT)] = port_spec(outputs)
-    return Node(peer, steps, states, config, specs, compiled)
+    node = Node(peer, [s for s in steps if s.target not in {b.name for b in boot}], states,
+                config, specs, compiled)
+    for step in steps:
+        if step.target in {b.name for b in boot}:
+            node.bootstrap(step)
+    return node
+
+
+def _bootstrap_partitions(compiled: Compiled, functions: list) -> list:
+    """The bootstrap partitions of the installed targets' peer classes."""
+    classes = {ann.function_meta(f, ann.PEER_CLASS) for f in functions}
+    return [f for f in compiled.model.functions
+            if ann.function_meta(f, ann.PHASE) == "bootstrap"
+            and ann.function_meta(f, ann.PEER_CLASS) in classes and f not in functions]

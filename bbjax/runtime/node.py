@@ -115,10 +115,21 @@ class Node:
         self._started: list[PartitionStep] = []
         self._sequence = 0
         self.health = PeerHealth()
-        self._held: list[tuple[int, bytes, int, tuple[str, ...]]] = []  # peer, data, expiry, ports
+        # outbound envelopes not yet shipped: peer, data, deadline, ports, expiry (set when
+        # first offered to the host, at the end of the poll that produced it)
+        self._held: list[tuple[int, bytes, int, tuple[str, ...], int | None]] = []
         self._now_ns = 0
 
     # -- host interface -----------------------------------------------------------------------
+
+    def bootstrap(self, step: PartitionStep) -> None:
+        """Run a bootstrap partition once (at install): its outputs and sends come out of the
+        next poll."""
+        if step.receives:
+            raise BbjaxError(f"bootstrap partition {step.target!r} receives messages; "
+                             "bootstraps may only send")
+        self._jitted.setdefault(step.target, jax.jit(step.__call__))
+        self._events.extend(self._run(step, {}))
 
     def start(self) -> None:
         """Run the partitions that receive nothing (a round's entry) at the next poll."""
@@ -294,19 +305,20 @@ class Node:
             deadline = min(step.deadlines.get(port, 0) or 2**63 - 1 for port, _ in messages)
             ports = tuple(port for port, _ in messages)
             data = self._encode(messages, 0 if deadline == 2**63 - 1 else deadline)
-            self._held.append((peer, data, self._now_ns + deadline, ports))
+            self._held.append((peer, data, deadline, ports, None))
         return out
 
     def _release(self) -> list[Any]:
         """Ship held envelopes to reachable peers; time out the ones past their deadline."""
         out, kept = [], []
-        for peer, data, expiry, ports in self._held:
+        for peer, data, deadline, ports, expiry in self._held:
+            expiry = self._now_ns + deadline if expiry is None else expiry
             if self.health.available(peer, self._now_ns):
                 out.append(Outbound(peer, data))
             elif self._now_ns > expiry:
                 out.append(Timeout(peer, ports))
             else:
-                kept.append((peer, data, expiry, ports))
+                kept.append((peer, data, deadline, ports, expiry))
         self._held = kept
         return out
 

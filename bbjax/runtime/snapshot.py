@@ -57,7 +57,7 @@ def dump(node: Any) -> bytes:
                 arrays[f"gathered/{port}/{peer}/{i}"] = np.asarray(leaf)
     for k, data in enumerate(node._inbound):
         arrays[f"inbound/{k}"] = np.frombuffer(data, np.uint8)
-    for k, (_, data, _, _) in enumerate(node._held):
+    for k, (_, data, _, _, _) in enumerate(node._held):
         arrays[f"held/{k}"] = np.frombuffer(data, np.uint8)
     config = node.config
     meta = {
@@ -67,7 +67,8 @@ def dump(node: Any) -> bytes:
         "max_pending": config.max_pending, "dedup_window": config.dedup_window,
         "sequence": node._sequence, "started": [s.target for s in node._started],
         "pending": counts, "gathered": gathered, "inbound": len(node._inbound),
-        "held": [[peer, expiry, list(ports)] for peer, _, expiry, ports in node._held],
+        "held": [[peer, deadline, list(ports), expiry]
+                 for peer, _, deadline, ports, expiry in node._held],
         "failures": {str(p): n for p, n in node.health.failures.items()},
         "retry_at": {str(p): t for p, t in node.health.retry_at.items()},
         "leaves": {slot: len(jax.tree.leaves(st)) for slot, st in node.states.items()},
@@ -115,8 +116,8 @@ def load(data: bytes, bindings: Mapping[str, Any]) -> Any:
     node._inbound.extend(bytes(arrays[f"inbound/{k}"]) for k in range(meta["inbound"]))
     for digest in arrays["seen"].tolist():
         node._remember(int(digest))
-    node._held = [(peer, bytes(arrays[f"held/{k}"]), expiry, tuple(ports))
-                  for k, (peer, expiry, ports) in enumerate(meta["held"])]
+    node._held = [(peer, bytes(arrays[f"held/{k}"]), deadline, tuple(ports), expiry)
+                  for k, (peer, deadline, ports, expiry) in enumerate(meta["held"])]
     node.health.failures = {int(p): n for p, n in meta["failures"].items()}
     node.health.retry_at = {int(p): t for p, t in meta["retry_at"].items()}
     node._sequence = meta["sequence"]

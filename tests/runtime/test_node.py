@@ -232,3 +232,27 @@ def test_sends_to_one_peer_in_one_run_share_an_envelope(model):  # noqa: F811
     sites = {f.site for f in decode(outbound[0].data).fills}
     assert sites == {"kernel/0", "bias/0"}
     assert decode(outbound[0].data).deadline_ns == 100_000_000
+
+
+def test_bootstrap_runs_once_at_install(model):  # noqa: F811
+    from bbjax.compiler import verify_passport
+
+    class Booted(Module):
+        name = "booted"
+
+        def body(self, g):
+            params = g.slot("model").params()
+            g.output("echo", g.send("p", params["dense"]["bias"], to=g.peers("client")))
+
+        def bootstrap(self, g):
+            g.output("hello", g.slot("model").params()["dense"]["bias"] + 1.0)
+
+    compiled = Compiler().bind("model", model).compile(Booted())
+    verify_passport(compiled.model)
+    assert any(p.startswith("booted__bootstrap#") for p in compiled.partitions)
+    node = install(0, compiled, ["booted"], {"model": model}, NodeConfig(peers={"client": [1]}))
+    first = [s for s in node.poll() if isinstance(s, AppOutput)]
+    assert [s.name for s in first] == ["hello"]
+    assert node.poll() == []  # only once
+    client = install(1, compiled, ["booted_client"], {"model": model})
+    assert client.poll() == []  # no bootstrap for the client class

@@ -189,3 +189,11 @@ def test_attribute_defaults_are_written(model):  # noqa: F811
     expanded = expand_attribute_defaults(onnx.helper.make_model(graph), None)
     alpha = next(a for a in expanded.graph.node[0].attribute if a.name == "alpha")
     assert alpha.f == pytest.approx(0.01)
+
+
+def test_validate_rejects_a_model_without_ops():
+    from bbjax.compiler import CompileContext
+    from bbjax.compiler.validate import validate
+    empty = onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []))
+    with pytest.raises(CompileError, match="no ops"):
+        validate(empty, CompileContext("empty", {}))

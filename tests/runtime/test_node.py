@@ -256,3 +256,22 @@ def test_bootstrap_runs_once_at_install(model):  # noqa: F811
     assert node.poll() == []  # only once
     client = install(1, compiled, ["booted_client"], {"model": model})
     assert client.poll() == []  # no bootstrap for the client class
+
+
+def test_wrong_version_and_oversized_envelopes_are_rejected(setup):
+    import struct
+    from bbjax.runtime.envelope import Limits
+    compiled, bindings = setup
+    server, clients = _network(setup)
+    server.start()
+    valid = next(s for s in server.poll() if isinstance(s, Outbound))
+    client = clients[valid.peer]
+    wrong_version = valid.data[:4] + struct.pack("<H", 99) + valid.data[6:]
+    client.deliver(wrong_version)
+    small = install(valid.peer, compiled, ["round_client"], bindings,
+                    NodeConfig(peers={"server": [0]}, limits=Limits(max_envelope_bytes=64)))
+    small.deliver(valid.data)
+    rejected = [s for s in client.poll() + small.poll() if isinstance(s, Rejected)]
+    assert [s.kind for s in rejected] == ["malformed", "malformed"]
+    assert "version" in rejected[0].detail.lower()
+    assert "64" in rejected[1].detail

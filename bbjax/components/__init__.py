@@ -11,6 +11,8 @@ from bbjax.components.errors import ComponentError
 from bbjax.components.fixed_view_selector import FixedViewState, fixed_view_selector
 from bbjax.components.flax_model import ModelState, flax_model
 from bbjax.components.roles import CONTRACTS, Contract, MethodSpec, Role, contract
+from bbjax.components.adapters import (CodecState, RuleAggregatorState, SelectorState,
+                                       codec_component, rule_aggregator, selector_component)
 from bbjax.components.status import Status
 from bbjax.components.topk_index import TopKIndexState, topk_index
 from bbjax.components.weighted_mean import WeightedMeanState, weighted_mean
@@ -18,6 +20,9 @@ from bbjax.components.weighted_mean import WeightedMeanState, weighted_mean
 __all__ = [
     "CONTRACTS",
     "ArrayDataState",
+    "CodecState",
+    "RuleAggregatorState",
+    "SelectorState",
     "Component",
     "ComponentError",
     "Contract",
@@ -30,9 +35,12 @@ __all__ = [
     "WeightedMeanState",
     "array_data_source",
     "backend",
+    "codec_component",
     "contract",
     "fixed_view_selector",
     "flax_model",
+    "rule_aggregator",
+    "selector_component",
     "topk_index",
     "weighted_mean",
 ]

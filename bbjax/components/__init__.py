@@ -13,6 +13,7 @@ from bbjax.components.flax_model import ModelState, flax_model
 from bbjax.components.roles import CONTRACTS, Contract, MethodSpec, Role, contract
 from bbjax.components.adapters import (CodecState, RuleAggregatorState, SelectorState,
                                        codec_component, rule_aggregator, selector_component)
+from bbjax.components.fedprox_model import ProximalState, fedprox_model, proximal_term
 from bbjax.components.status import Status
 from bbjax.components.topk_index import TopKIndexState, topk_index
 from bbjax.components.weighted_mean import WeightedMeanState, weighted_mean
@@ -28,6 +29,7 @@ __all__ = [
     "Contract",
     "FixedViewState",
     "MethodSpec",
+    "ProximalState",
     "ModelState",
     "Role",
     "Status",
@@ -37,8 +39,10 @@ __all__ = [
     "backend",
     "codec_component",
     "contract",
+    "fedprox_model",
     "fixed_view_selector",
     "flax_model",
+    "proximal_term",
     "rule_aggregator",
     "selector_component",
     "topk_index",

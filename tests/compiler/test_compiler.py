@@ -197,3 +197,49 @@ def test_validate_rejects_a_model_without_ops():
     empty = onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []))
     with pytest.raises(CompileError, match="no ops"):
         validate(empty, CompileContext("empty", {}))
+
+
+def _staged(model, *passes):  # noqa: F811
+    from bbjax.compiler import CompileContext
+    built = Round().build({"model": model, "data": data_source()})
+    context = CompileContext("round", {"model": model, "data": data_source()})
+    for pass_ in passes:
+        built = pass_(built, context)
+    return built, context
+
+
+def test_infer_peer_classes_stamps_every_node(model):  # noqa: F811
+    from bbjax.compiler.peer_classes import infer_peer_classes
+    staged, _ = _staged(model, infer_peer_classes)
+    homes = {(n.domain.rsplit(".", 1)[-1], n.op_type): ann.get(n, ann.HOME)
+             for n in staged.graph.node if n.domain}
+    assert homes[("wire", "Send")] in {"self", "client"}
+    assert homes[("data_source", "next_batch")] == "client"
+    assert homes[("model", "train")] == "client"
+    assert all(ann.get(n, ann.HOME) is not None for n in staged.graph.node)
+
+
+def test_synthesize_receives_pairs_each_send_with_a_recv(model):  # noqa: F811
+    from bbjax.compiler.peer_classes import infer_peer_classes
+    from bbjax.compiler.receives import synthesize_receives
+    staged, _ = _staged(model, infer_peer_classes, synthesize_receives)
+    sends = [n for n in staged.graph.node if ann.is_send(n)]
+    recvs = [n for n in staged.graph.node if ann.is_recv(n)]
+    assert [ann.get(s, ann.PORT) for s in sends] == [ann.get(r, ann.PORT) for r in recvs]
+    assert all(list(s.output) == [f"sent.{ann.get(s, ann.PORT)}"] for s in sends)
+    assert [ann.get(r, ann.HOME) for r in recvs] == ["client", "server"]
+
+
+def test_partition_copies_constants_where_needed(model):  # noqa: F811
+    class Scaled(Module):
+        name = "scaled"
+
+        def body(self, g):
+            params = g.slot("model").params()
+            there = g.send("p", params["dense"]["bias"], to=g.peers("client"))
+            g.output("scaled", there * jnp.arange(3.0))
+
+    compiled = Compiler().bind("model", model).compile(Scaled())
+    client = compiled.find("scaled_client")
+    assert any(n.op_type == "Constant" for n in client.node)
+    onnx.checker.check_model(compiled.partition_model("scaled_client"))

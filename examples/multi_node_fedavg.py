@@ -38,13 +38,14 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def build_network(local_steps: int):
+def build_network(local_steps: int, module: bbjax.Module | None = None):
+    """The server and client nodes, compiled from ``module`` (default: FedAvgRound)."""
     data = bbjax.data.synthetic(1.0, 1.0, num_clients=len(CLIENTS), seed=1, max_size=800)
     model = bbjax.components.flax_model(MLP(nnx.Rngs(0)), optax.sgd(0.1), cross_entropy)
     shards = {p: data.client(i) for i, p in enumerate(CLIENTS)}
     sources = {p: bbjax.components.array_data_source(*shards[p], batch_size=32) for p in CLIENTS}
     compiled = (bbjax.Compiler().bind("model", model).bind("data", sources[CLIENTS[0]])
-                .compile(FedAvgRound(local_steps)))
+                .compile(module or FedAvgRound(local_steps)))
     server = install(SERVER, compiled, ["fedavg", "fedavg_server"],
                      {"model": model, "data": sources[CLIENTS[0]]},
                      NodeConfig(peers={"client": CLIENTS, "server": [SERVER]}))

@@ -96,14 +96,23 @@ class Graph:
         self.declared[name] = jax.ShapeDtypeStruct(tuple(spec.shape), spec.dtype)
         return self._value(name)
 
-    def peers(self, peer_class: str) -> PeerSet:
-        """The peer set of ``peer_class`` (a graph input); sends to it go to that class."""
+    def peers(self, peer_class: str, size: int | None = None) -> PeerSet:
+        """The peer set of ``peer_class`` (a graph input); sends to it go to that class.
+
+        Its length is the symbolic dimension ``n_<class>``, or ``size`` when given (a fixed
+        cohort: gathers from the class then have a static leading dimension).
+        """
         if not peer_class or not peer_class.replace("_", "").isalnum():
             raise ModuleError(f"peer class must be a non-empty identifier, got {peer_class!r}")
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise ModuleError(f"peer set {peer_class!r}: size must be a positive int, got {size!r}")
         name = peer_input_name(peer_class)
+        dim = f"n_{peer_class}" if size is None else size
         if name not in self.declared:
-            self.declared[name] = jax.ShapeDtypeStruct((f"n_{peer_class}",), PEER_DTYPE)
+            self.declared[name] = jax.ShapeDtypeStruct((dim,), PEER_DTYPE)
             self.peer_classes[name] = peer_class
+        elif self.declared[name].shape != (dim,):
+            raise ModuleError(f"peer set {peer_class!r} is declared with two sizes")
         return PeerSet(self._value(name), peer_class)
 
     def output(self, name: str, value: Any) -> None:
@@ -227,8 +236,8 @@ class _ChildGraph(Graph):
         self.used.append(name)
         return self._given[name]
 
-    def peers(self, peer_class: str) -> PeerSet:
-        return self._parent.peers(peer_class)
+    def peers(self, peer_class: str, size: int | None = None) -> PeerSet:
+        return self._parent.peers(peer_class, size)
 
     def _token(self, slot: str) -> Any:
         return self._parent._token(slot)

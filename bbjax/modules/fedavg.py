@@ -4,11 +4,15 @@ The ``self`` class (the round's initiator, normally the server's node) sends the
 parameters to the ``client`` class; each client loads them, takes ``local_steps`` training
 steps on its own data, and gathers its parameters and mean loss to the ``server`` class;
 the server averages the parameters of the clients that arrived (equal weights; a round
-where none arrived keeps the global parameters) and loads the result. Slots: ``model`` (a
-Model) and ``data`` (a DataSource).
+where none arrived keeps the global parameters) and loads the result. With ``rule`` (a
+stateless ``bbjax.aggregators`` rule such as ``median()``, ``trimmed_mean()``, ``krum()``)
+and a fixed ``num_clients``, the server applies that rule to the arrived updates instead.
+Slots: ``model`` (a Model) and ``data`` (a DataSource).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +23,17 @@ from bbjax.dsl import Graph, Module
 class FedAvgRound(Module):
     name = "fedavg"
 
-    def __init__(self, local_steps: int = 1):
+    def __init__(self, local_steps: int = 1, rule: Any = None, num_clients: int | None = None):
         if local_steps < 1:
             raise ValueError(f"local_steps must be >= 1, got {local_steps}")
+        if rule is not None and num_clients is None:
+            raise ValueError("an aggregation rule needs a fixed num_clients (cohort shape)")
         self.local_steps = local_steps
+        self.rule = rule
+        self.num_clients = num_clients
 
     def body(self, g: Graph) -> None:
-        clients, server = g.peers("client"), g.peers("server")
+        clients, server = g.peers("client", self.num_clients), g.peers("server")
         on_client = g.send("global", g.slot("model").params(), to=clients)
         g.slot("model").load_parameters(on_client)
         losses, trigger = [], on_client
@@ -44,6 +52,11 @@ class FedAvgRound(Module):
             mean = jnp.tensordot(weights, stacked, 1) / jnp.maximum(total, 1)
             return jnp.where(total > 0, mean, old).astype(old.dtype)
 
-        g.slot("model").load_parameters(jax.tree.map(average, updates, current))
+        if self.rule is None:
+            new_global = jax.tree.map(average, updates, current)
+        else:
+            new_global, _ = self.rule.aggregate(self.rule.init(current), current, updates,
+                                                weights, arrived)
+        g.slot("model").load_parameters(new_global)
         g.output("train_loss", jnp.sum(weights * client_losses) / jnp.maximum(jnp.sum(weights), 1))
         g.output("participants", jnp.sum(arrived.astype(jnp.int32)))

@@ -130,6 +130,10 @@ def _eval_eqn(eqn: Any, invals: list[Any]) -> Any:
         return eqn.primitive.bind(*invals, **params)
     if name == "pad" and any(interior for _, _, interior in params["padding_config"]):
         return _pad_with_interior(*invals, params["padding_config"])
+    if name == "dynamic_slice" and not any(isinstance(v, RawKey) for v in invals):
+        return _dynamic_slice_as_gathers(invals[0], invals[1:], params["slice_sizes"])
+    if name == "platform_index":
+        return _platform_neutral_index(params["platforms"])
     if name == "conv_general_dilated":
         return _canonical_conv(*invals, **params)
     if name == "select_and_scatter_add":
@@ -347,3 +351,20 @@ def _canonical_conv(lhs, rhs, *, dimension_numbers, lhs_dilation, **params) -> j
         lhs, rhs, lhs_dilation=(1,) * (lhs.ndim - 2),
         dimension_numbers=lax.ConvDimensionNumbers(identity, identity, identity), **params)
     return lax.transpose(out, tuple(np.argsort(out_spec)))
+
+
+def _platform_neutral_index(platforms) -> jax.Array:
+    """The branch ``lax.platform_dependent`` takes in an exported, platform-neutral model."""
+    index = next((i for i, p in enumerate(platforms) if p is None), 0)
+    return jnp.asarray(index, np.int32)
+
+
+def _dynamic_slice_as_gathers(operand, starts, sizes) -> jax.Array:
+    """``lax.dynamic_slice`` as one gather per sliced axis (XLA's clamping of starts)."""
+    x = operand
+    for axis, (start, size) in enumerate(zip(starts, sizes)):
+        if size == x.shape[axis]:
+            continue
+        first = jnp.clip(jnp.asarray(start, np.int32), 0, x.shape[axis] - size)
+        x = jnp.take(x, first + jnp.arange(size, dtype=np.int32), axis=axis, mode="clip")
+    return x

@@ -56,3 +56,20 @@ def test_multi_node_round_averages_exactly_the_updates_that_arrived():
     want = jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *client_params)
     got = model.call("params", server.states["model"])[1]
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_node_round_with_a_robust_rule_applies_it_to_arrived_updates():
+    from bbjax import aggregators
+    from bbjax.modules import FedAvgRound
+    example = _load("multi_node_fedavg")
+    rule = aggregators.median()
+    module = FedAvgRound(local_steps=2, rule=rule, num_clients=len(example.CLIENTS))
+    model, server, clients, _ = example.build_network(local_steps=2, module=module)
+    log: dict = {}
+    out = example.run_round(server, clients, lambda s: 0 if s == example.FLAKY else 1, log)
+    assert int(out["participants"]) == len(example.CLIENTS) - 1
+    arrived = [p for p in example.CLIENTS if p != example.FLAKY]
+    client_params = [model.call("params", clients[p].states["model"])[1] for p in arrived]
+    want = jax.tree.map(lambda *xs: np.median(np.stack(xs), axis=0), *client_params)
+    chex.assert_trees_all_close(model.call("params", server.states["model"])[1], want,
+                                rtol=1e-5, atol=1e-6)

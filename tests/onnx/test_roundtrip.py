@@ -406,3 +406,30 @@ def test_out_of_bounds_scatter_updates_match_jax(mode):
     upd = np.array([2.0, 3.0, 5.0, 7.0, 11.0], np.float32)
     lowered = bbjax.onnx.lower(bbjax.onnx.export(scatter, idx, upd))
     assert_close(jax.jit(lowered)(idx, upd), scatter(idx, upd))
+
+
+def test_dynamic_slice_with_traced_starts_stays_jittable():
+    def window(x, i, j):
+        return jax.lax.dynamic_slice(x, (i, j), (2, 3))
+
+    x = np.arange(30, dtype=np.float32).reshape(5, 6)
+    lowered = jax.jit(bbjax.onnx.lower(bbjax.onnx.export(window, x, np.int32(0), np.int32(0))))
+    for i, j in [(-2, -1), (0, 1), (2, 3), (4, 7), (9, 0)]:  # XLA clamps out-of-range starts
+        np.testing.assert_array_equal(lowered(x, np.int32(i), np.int32(j)), window(x, i, j))
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean", "krum"])
+def test_robust_aggregation_rules_export(rule):
+    from bbjax import aggregators
+    agg = {"median": aggregators.median(), "trimmed_mean": aggregators.trimmed_mean(0.25),
+           "krum": aggregators.krum(0)}[rule]
+
+    def aggregate(current, stacked, mask):
+        return agg.aggregate(agg.init(current), current, stacked, mask.astype(jnp.float32),
+                             mask)[0]
+
+    r = rng(7)
+    args = ({"w": np.zeros(3, np.float32)}, {"w": r.normal(size=(5, 3)).astype(np.float32)},
+            np.array([1, 1, 0, 1, 1], bool))
+    lowered = jax.jit(bbjax.onnx.lower(bbjax.onnx.export(aggregate, *args)))
+    assert_close(lowered(*args), aggregate(*args))

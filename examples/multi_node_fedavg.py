@@ -5,11 +5,15 @@ Every node is a sans-IO ``Node``; this script plays the network: it ships each
 envelopes at random. Duplicates are rejected by the receiving node; when a client's update
 is lost, the server closes the round with the updates that arrived (the others are masked
 out). Each client trains on its own label-skewed shard of the Synthetic(1, 1) data.
+``--rule median`` (or ``trimmed_mean``, ``krum``) makes the server aggregate with that
+robust rule from ``bbjax.aggregators`` instead of the mean.
 
-    python examples/multi_node_fedavg.py
+    python examples/multi_node_fedavg.py [--rule median]
 """
 
 from __future__ import annotations
+
+import argparse
 
 import jax
 import jax.numpy as jnp
@@ -88,8 +92,16 @@ def run_round(server, clients, copies, log) -> dict:
     return {s.name: np.asarray(s.value) for s in steps if isinstance(s, AppOutput)}
 
 
-def main(rounds: int = 12, local_steps: int = 10, seed: int = 0) -> list[float]:
-    model, server, clients, (x, y) = build_network(local_steps)
+RULES = {"median": lambda: bbjax.aggregators.median(),
+         "trimmed_mean": lambda: bbjax.aggregators.trimmed_mean(0.25),
+         "krum": lambda: bbjax.aggregators.krum(0)}
+
+
+def main(rounds: int = 12, local_steps: int = 10, seed: int = 0,
+         rule: str | None = None) -> list[float]:
+    module = FedAvgRound(local_steps, rule=RULES[rule](), num_clients=len(CLIENTS)) if rule \
+        else None
+    model, server, clients, (x, y) = build_network(local_steps, module)
     copies = flaky_network(np.random.default_rng(seed))
     log: dict = {}
     accuracies = []
@@ -104,4 +116,6 @@ def main(rounds: int = 12, local_steps: int = 10, seed: int = 0) -> list[float]:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rule", choices=sorted(RULES), default=None)
+    main(rule=parser.parse_args().rule)

@@ -19,6 +19,13 @@ GATHER = PREFIX + "gather"    # "1" on a Recv that stacks values from a whole se
 SELF = "self"
 
 
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy, so passes stay pure (ModelProto -> new ModelProto)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 def get(node: onnx.NodeProto, key: str, default: str | None = None) -> str | None:
     for prop in node.metadata_props:
         if prop.key == key:

@@ -7,6 +7,7 @@ from typing import Callable, Mapping
 
 import onnx
 
+from bbjax.compiler import annotations as ann
 from bbjax.compiler.compiled import Compiled
 from bbjax.compiler.errors import CompileError
 from bbjax.compiler.partition import partition_by_peer_class
@@ -135,8 +136,7 @@ def bootstrap_name(module: str) -> str:
 def merge_partitions(main: onnx.ModelProto, extra: onnx.ModelProto,
                      context: CompileContext) -> onnx.ModelProto:
     """``main`` with ``extra``'s partitions added and the passport stamped over both."""
-    out = onnx.ModelProto()
-    out.CopyFrom(main)
+    out = ann.copy_model(main)
     out.functions.extend(extra.functions)
     imported = {i.domain for i in out.opset_import}
     out.opset_import.extend(i for i in extra.opset_import if i.domain not in imported)

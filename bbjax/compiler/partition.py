@@ -36,8 +36,7 @@ def partition_by_peer_class(model: onnx.ModelProto, context) -> onnx.ModelProto:
     producers = {out: (i, node) for i, node in enumerate(graph.node) for out in node.output if out}
     classes = sorted({ann.get(n, ann.HOME) for n in graph.node} - {""})
     functions = [_partition(model, c, types, initializers, producers, context) for c in classes]
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = ann.copy_model(model)
     out.graph.Clear()
     out.graph.name = graph.name
     del out.functions[:]

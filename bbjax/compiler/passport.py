@@ -32,8 +32,7 @@ def content_hash(function: onnx.FunctionProto) -> str:
 
 
 def stamp_passport(model: onnx.ModelProto, context) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = ann.copy_model(model)
     props = {p.key: p.value for p in out.metadata_props}
     props[COMPILED] = FORMAT
     props[COMPILER] = compiler_version()

@@ -20,7 +20,7 @@ _CLASSLESS = None
 
 
 def infer_peer_classes(model: onnx.ModelProto, context) -> onnx.ModelProto:
-    model = _copy(model)
+    model = ann.copy_model(model)
     graph = model.graph
     meta = {p.key: p.value for p in model.metadata_props}
     value_class: dict[str, str | None] = {}
@@ -73,9 +73,3 @@ def _home(node: onnx.NodeProto, value_class: dict, tokens: dict, peer_sets: set)
     if ann.is_send(node):
         return ann.SELF
     return _CLASSLESS
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out

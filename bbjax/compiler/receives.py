@@ -13,7 +13,6 @@ import onnx
 
 from bbjax.compiler import annotations as ann
 from bbjax.compiler.errors import CompileError
-from bbjax.compiler.peer_classes import _copy
 from bbjax.onnx import domains
 
 
@@ -22,7 +21,7 @@ def sentinel(port: str) -> str:
 
 
 def synthesize_receives(model: onnx.ModelProto, context) -> onnx.ModelProto:
-    model = _copy(model)
+    model = ann.copy_model(model)
     nodes = []
     ports = set()
     for node in model.graph.node:

@@ -25,8 +25,7 @@ def validate(model: onnx.ModelProto, context) -> onnx.ModelProto:
 
 def expand_attribute_defaults(model: onnx.ModelProto, context) -> onnx.ModelProto:
     """Write every standard op's omitted attributes with their schema defaults."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = ann.copy_model(model)
     opset = {i.domain: i.version for i in out.opset_import}.get("", 1)
     for node in out.graph.node:
         if node.domain not in ("", "ai.onnx"):

@@ -22,7 +22,6 @@ from onnx import helper
 
 from bbjax.compiler import annotations as ann
 from bbjax.compiler.errors import CompileError
-from bbjax.compiler.peer_classes import _copy
 from bbjax.onnx.domains import GATE as GATE_DOMAIN
 
 RX_GATES = ("DedupGateRx", "PeerHealthGateRx", "BackoffGateRx")
@@ -75,7 +74,7 @@ def _same(a: onnx.TypeProto, b: onnx.TypeProto) -> bool:
 
 
 def analyze_wire_edges(model: onnx.ModelProto, context) -> onnx.ModelProto:
-    model = _copy(model)
+    model = ann.copy_model(model)
     for node in model.graph.node:
         if ann.is_send(node):
             ann.put(node, ann.PREFIX + "batch_group",
@@ -84,7 +83,7 @@ def analyze_wire_edges(model: onnx.ModelProto, context) -> onnx.ModelProto:
 
 
 def _insert_gates(model: onnx.ModelProto, gated, gates: tuple[str, ...]) -> onnx.ModelProto:
-    model = _copy(model)
+    model = ann.copy_model(model)
     nodes = []
     for node in model.graph.node:
         if gated(node):

@@ -177,12 +177,7 @@ class Graph:
 
         The returned value lives on ``to``'s peer class: ops on it run on those peers.
         """
-        if not isinstance(to, PeerSet):
-            raise ModuleError(f"send {port!r}: 'to' must be a peer set (g.peers(...) or a "
-                              f"PeerSelector's output), got {type(to).__name__}")
-        leaves, tree = jax.tree.flatten(value)
-        if not leaves:
-            raise ModuleError(f"send {port!r} carries no arrays")
+        leaves, tree = _wire_payload("send", port, value, to=to)
         received = send_p.bind(*leaves, to.ids, port=port, dest_class=to.peer_class)
         return jax.tree.unflatten(tree, received)
 
@@ -194,13 +189,7 @@ class Graph:
         closes the round early (absent senders are masked out). A repeated value from one
         sender replaces the earlier one.
         """
-        for name, peers in (("to", to), ("senders", senders)):
-            if not isinstance(peers, PeerSet):
-                raise ModuleError(f"gather {port!r}: {name!r} must be a peer set, got "
-                                  f"{type(peers).__name__}")
-        leaves, tree = jax.tree.flatten(value)
-        if not leaves:
-            raise ModuleError(f"gather {port!r} carries no arrays")
+        leaves, tree = _wire_payload("gather", port, value, to=to, senders=senders)
         *stacked, arrived = gather_p.bind(*leaves, to.ids, senders.ids, port=port,
                                           dest_class=to.peer_class,
                                           source_class=senders.peer_class)
@@ -217,6 +206,18 @@ class Graph:
         if missing:
             raise ModuleError(f"sub-module {module.name!r} declares no inputs {sorted(missing)}")
         return dict(child.outputs)
+
+
+def _wire_payload(kind: str, port: str, value: Any, **peer_sets: Any) -> tuple[list, Any]:
+    """``value``'s leaves and structure, after checking the peer-set arguments."""
+    for name, peers in peer_sets.items():
+        if not isinstance(peers, PeerSet):
+            raise ModuleError(f"{kind} {port!r}: {name!r} must be a peer set (g.peers(...) or "
+                              f"a PeerSelector's output), got {type(peers).__name__}")
+    leaves, tree = jax.tree.flatten(value)
+    if not leaves:
+        raise ModuleError(f"{kind} {port!r} carries no arrays")
+    return leaves, tree
 
 
 class _ChildGraph(Graph):

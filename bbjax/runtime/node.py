@@ -61,7 +61,7 @@ class AppOutput:
 @dataclass(frozen=True)
 class Rejected:
     """Inbound bytes that were not accepted, and why (``kind``: malformed, duplicate,
-    unexpected_port, type_mismatch, inbound_full, pending_full)."""
+    unexpected_port, unexpected_sender, type_mismatch, inbound_full, pending_full)."""
 
     kind: str
     detail: str
@@ -209,9 +209,8 @@ class Node:
             return
         try:
             messages = self._messages(envelope)
-        except BbjaxError as exc:
-            self._events.append(Rejected(getattr(exc, "kind", "type_mismatch"), str(exc),
-                                         envelope.source))
+        except _BadMessage as exc:
+            self._events.append(Rejected(exc.kind, str(exc), envelope.source))
             return
         for port, leaves in messages.items():
             if port in self._gathered and not self._is_sender(port, envelope.source):
@@ -272,12 +271,12 @@ class Node:
             leaves = []
             for i, want in enumerate(spec.hashes):
                 if fills[i].type_hash != want:
-                    raise BbjaxError(f"port {port!r} array {i}: type hash "
+                    raise _TypeMismatch(f"port {port!r} array {i}: type hash "
                                      f"{fills[i].type_hash:016x}, expected {want:016x}")
                 try:
                     leaves.append(decode_tensor(fills[i].payload, limits=self.config.limits))
                 except EnvelopeError as exc:
-                    raise BbjaxError(f"port {port!r} array {i}: {exc}") from exc
+                    raise _TypeMismatch(f"port {port!r} array {i}: {exc}") from exc
             messages[port] = leaves
         return messages
 
@@ -335,8 +334,18 @@ def _ns(now: float | None) -> int:
     return int((time.monotonic() if now is None else now) * 1e9)
 
 
-class _Unexpected(BbjaxError):
+class _BadMessage(BbjaxError):
+    """A decoded envelope that does not fit this node's receive ports."""
+
+    kind = ""
+
+
+class _Unexpected(_BadMessage):
     kind = "unexpected_port"
+
+
+class _TypeMismatch(_BadMessage):
+    kind = "type_mismatch"
 
 
 def port_spec(value_types: Sequence[Any], stacked_over: str | None = None) -> _PortSpec:

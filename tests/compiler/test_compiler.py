@@ -129,14 +129,8 @@ def test_passport_verifies_and_save_load_round_trips(compiled, tmp_path):
     assert load(path).partitions == compiled.partitions
 
 
-def _copy(model):
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
-
-
 def test_tampered_partition_is_caught(compiled):
-    model = _copy(compiled.model)
+    model = ann.copy_model(compiled.model)
     node = next(n for n in model.functions[0].node if n.op_type == "Identity" or n.input)
     node.name = node.name + "x"
     with pytest.raises(PassportError, match="altered"):
@@ -144,13 +138,13 @@ def test_tampered_partition_is_caught(compiled):
 
 
 def test_missing_passport_and_wrong_version(compiled):
-    model = _copy(compiled.model)
+    model = ann.copy_model(compiled.model)
     kept = [p for p in model.metadata_props if p.key != COMPILED]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     with pytest.raises(NotCompiledError):
         verify_passport(model)
-    model = _copy(compiled.model)
+    model = ann.copy_model(compiled.model)
     for p in model.metadata_props:
         if p.key == COMPILER:
             p.value = "0.0.0"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bbjax.compiler import Compiler, PassportError
+from bbjax.compiler.annotations import copy_model as ann_copy
 from bbjax.components import weighted_mean
 from bbjax.dsl import Module
 from bbjax.runtime.install import InstallError, install
@@ -275,3 +276,25 @@ def test_wrong_version_and_oversized_envelopes_are_rejected(setup):
     assert [s.kind for s in rejected] == ["malformed", "malformed"]
     assert "version" in rejected[0].detail.lower()
     assert "64" in rejected[1].detail
+
+
+def test_targets_binding_one_slot_to_two_components_are_rejected(setup):
+    compiled, bindings = setup
+    model = ann_copy(compiled.model)
+    for prop in model.metadata_props:  # the client partition claims another model component
+        if prop.key.startswith("ai.bytesandbrains.binding.round_client") and \
+                prop.key.endswith(".model"):
+            prop.value = "model|another_model"
+    with pytest.raises(InstallError, match="'model' is bound to"):
+        install(0, type(compiled)(model), ["round", "round_client"], bindings)
+
+
+def test_type_mismatched_fill_is_rejected(setup):
+    from bbjax.runtime.envelope import Envelope, Fill, encode
+    from bbjax.runtime.tensor_codec import encode_tensor, type_hash
+    _, clients = _network(setup)
+    arrays = [np.zeros((3,), np.float64), np.zeros((4, 3), np.float32)]  # wrong dtype first
+    fills = tuple(Fill(f"global/{i}", type_hash(a.dtype, a.shape), encode_tensor(a))
+                  for i, a in enumerate(arrays))
+    clients[1].deliver(encode(Envelope("0", fills)))
+    assert [s.kind for s in clients[1].poll() if isinstance(s, Rejected)] == ["type_mismatch"]

@@ -125,19 +125,18 @@ def _loop_unrolled(ctx, body, graph, trip, cond, initial, n_carried: int, n_scan
 def scan(ctx, *inputs):
     if ctx.opset < 9:
         return _scan_v8(ctx, *inputs)
-    return _scan(ctx, list(inputs))
-
-
-def _scan(ctx, inputs: list[Any]):
-    body = ctx.subgraph("body")
-    graph = ctx.attr("body")
     n_scan_in = ctx.attr("num_scan_inputs")
+    n_scan_out = len(ctx.attr("body").output) - (len(inputs) - n_scan_in)
+    return _scan(ctx, list(inputs), n_scan_in,
+                 ctx.attr("scan_input_axes", [0] * n_scan_in),
+                 ctx.attr("scan_input_directions", [0] * n_scan_in),
+                 ctx.attr("scan_output_axes", [0] * n_scan_out),
+                 ctx.attr("scan_output_directions", [0] * n_scan_out))
+
+
+def _scan(ctx, inputs: list[Any], n_scan_in: int, in_axes, in_dirs, out_axes, out_dirs):
+    body = ctx.subgraph("body")
     n_state = len(inputs) - n_scan_in
-    n_scan_out = len(graph.output) - n_state
-    in_axes = ctx.attr("scan_input_axes", [0] * n_scan_in)
-    in_dirs = ctx.attr("scan_input_directions", [0] * n_scan_in)
-    out_axes = ctx.attr("scan_output_axes", [0] * n_scan_out)
-    out_dirs = ctx.attr("scan_output_directions", [0] * n_scan_out)
     state = _dynamic(inputs[:n_state])
     xs = []
     for x, axis, direction in zip(inputs[n_state:], in_axes, in_dirs):
@@ -158,31 +157,14 @@ def _scan(ctx, inputs: list[Any]):
 
 def _scan_v8(ctx, sequence_lens, *inputs):
     """Scan-8: a leading batch axis, scan along axis 1, optional per-batch lengths."""
+    n_scan_in = ctx.attr("num_scan_inputs")
     if sequence_lens is not None:
         lens = ctx.static(sequence_lens, "Scan sequence_lens")
-        n_scan_in = ctx.attr("num_scan_inputs")
-        full = np.shape(inputs[-n_scan_in])[1]
-        if np.any(lens != full):
+        if np.any(lens != np.shape(inputs[-n_scan_in])[1]):
             raise ctx.error("Scan-8 with sequence_lens shorter than the sequence is not supported")
-    n_scan_in = ctx.attr("num_scan_inputs")
     directions = ctx.attr("directions", [0] * n_scan_in)
-
-    class _V9View:
-        """The node's context with Scan-9 attribute names, for one batch element."""
-
-        def __init__(self, inner):
-            self._inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self._inner, name)
-
-        def attr(self, name, default=None):
-            if name == "scan_input_directions":
-                return directions
-            if name in ("scan_input_axes", "scan_output_axes", "scan_output_directions"):
-                return default
-            return self._inner.attr(name) if default is None else self._inner.attr(name, default)
-
-    view = _V9View(ctx)
-    outs = jax.vmap(lambda *xs: _scan(view, list(xs)))(*[jnp.asarray(x) for x in inputs])
+    n_scan_out = len(ctx.attr("body").output) - (len(inputs) - n_scan_in)
+    zeros_in, zeros_out = [0] * n_scan_in, [0] * n_scan_out
+    outs = jax.vmap(lambda *xs: _scan(ctx, list(xs), n_scan_in, zeros_in, directions,
+                                      zeros_out, zeros_out))(*[jnp.asarray(x) for x in inputs])
     return tuple(outs)

@@ -1,13 +1,15 @@
 """bbjax: JAX-native federated and decentralized learning."""
 
 from bbjax import (aggregators, components, compression, data, errors, modules, onnx, privacy,
-                   runtime, selection)
+                   runtime, selection, simulation)
 from bbjax.compiler import Compiled, Compiler, load
 from bbjax.components import Component, ComponentError, Role
 from bbjax.dsl import Graph, Module
+from bbjax.simulation import History, Peers, simulate
 
 __version__ = "0.1.0"
 
-__all__ = ["Compiled", "Compiler", "Component", "ComponentError", "Graph", "Module", "Role",
+__all__ = ["Compiled", "Compiler", "Component", "ComponentError", "Graph", "History", "Module",
+           "Peers", "Role",
            "aggregators", "components", "compression", "data", "errors", "load", "modules",
-           "onnx", "privacy", "runtime", "selection", "__version__"]
+           "onnx", "privacy", "runtime", "selection", "simulate", "simulation", "__version__"]

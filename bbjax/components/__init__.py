@@ -14,6 +14,7 @@ from bbjax.components.roles import CONTRACTS, Contract, MethodSpec, Role, contra
 from bbjax.components.adapters import (CodecState, RuleAggregatorState, SelectorState,
                                        codec_component, rule_aggregator, selector_component)
 from bbjax.components.fedprox_model import ProximalState, fedprox_model, proximal_term
+from bbjax.components.padded_data_source import PaddedDataState, padded_data_source
 from bbjax.components.status import Status
 from bbjax.components.topk_index import TopKIndexState, topk_index
 from bbjax.components.weighted_mean import WeightedMeanState, weighted_mean
@@ -31,6 +32,7 @@ __all__ = [
     "MethodSpec",
     "ProximalState",
     "ModelState",
+    "PaddedDataState",
     "Role",
     "Status",
     "TopKIndexState",
@@ -42,6 +44,7 @@ __all__ = [
     "fedprox_model",
     "fixed_view_selector",
     "flax_model",
+    "padded_data_source",
     "proximal_term",
     "rule_aggregator",
     "selector_component",

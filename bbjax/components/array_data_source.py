@@ -42,7 +42,7 @@ def array_data_source(
     ``x``/``y`` given to ``init`` replace the factory's data with arrays of the same shapes,
     cast to its dtypes (so ``jax.vmap(init)(keys, xs, ys)`` gives each peer its own shard).
     ``next_batch(state) -> (state, (x_batch, y_batch))``; ``reset(state)`` starts the
-    next epoch now. Raises :class:`ComponentError` for an empty dataset, mismatched
+    next epoch now; ``num_examples(state)`` is ``num_examples`` (int32). Raises :class:`ComponentError` for an empty dataset, mismatched
     leading axes or ``batch_size`` outside ``[1, num_examples]``.
     """
     role = Role.DATA_SOURCE.value
@@ -96,5 +96,9 @@ def array_data_source(
     def reset(state: ArrayDataState) -> tuple[ArrayDataState, tuple[()]]:
         return new_epoch(state), ()
 
-    return Component(Role.DATA_SOURCE, init, {"next_batch": next_batch, "reset": reset}, name)
+    def count(state: ArrayDataState) -> tuple[ArrayDataState, jax.Array]:
+        return state, jnp.int32(num_examples)
+
+    return Component(Role.DATA_SOURCE, init,
+                     {"next_batch": next_batch, "reset": reset, "num_examples": count}, name)
 

@@ -120,7 +120,10 @@ CONTRACTS: Mapping[Role, Contract] = MappingProxyType(
         Role.DATA_SOURCE: Contract(
             Role.DATA_SOURCE,
             required=(_M("next_batch", (), ("x", "y"), "the next batch and its labels"),),
-            optional=(_M("reset", (), (), "start a new pass over the data"),),
+            optional=(
+                _M("reset", (), (), "start a new pass over the data"),
+                _M("num_examples", (), ("count",), "how many examples the source holds"),
+            ),
         ),
         Role.PEER_SELECTOR: Contract(
             Role.PEER_SELECTOR,

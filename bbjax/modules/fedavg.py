@@ -2,9 +2,11 @@
 
 The ``self`` class (the round's initiator, normally the server's node) sends the global
 parameters to the ``client`` class; each client loads them, takes ``local_steps`` training
-steps on its own data, and gathers its parameters and mean loss to the ``server`` class;
-the server averages the parameters of the clients that arrived (equal weights; a round
-where none arrived keeps the global parameters) and loads the result. With ``rule`` (a
+steps on its own data, and gathers its parameters, mean loss and example count to the
+``server`` class; the server averages the parameters of the clients that arrived, weighted
+by their example counts (McMahan et al.; with ``weighted=False`` equally, for data sources
+without ``num_examples``; a round where none arrived keeps the global parameters) and
+loads the result. With ``rule`` (a
 stateless ``bbjax.aggregators`` rule such as ``median()``, ``trimmed_mean()``, ``krum()``)
 and a fixed ``num_clients``, the server applies that rule to the arrived updates instead.
 Slots: ``model`` (a Model) and ``data`` (a DataSource).
@@ -23,7 +25,8 @@ from bbjax.dsl import Graph, Module
 class FedAvgRound(Module):
     name = "fedavg"
 
-    def __init__(self, local_steps: int = 1, rule: Any = None, num_clients: int | None = None):
+    def __init__(self, local_steps: int = 1, rule: Any = None, num_clients: int | None = None,
+                 weighted: bool = True):
         if local_steps < 1:
             raise ValueError(f"local_steps must be >= 1, got {local_steps}")
         if rule is not None and num_clients is None:
@@ -31,6 +34,7 @@ class FedAvgRound(Module):
         self.local_steps = local_steps
         self.rule = rule
         self.num_clients = num_clients
+        self.weighted = weighted
 
     def body(self, g: Graph) -> None:
         clients, server = g.peers("client", self.num_clients), g.peers("server")
@@ -41,11 +45,13 @@ class FedAvgRound(Module):
             x, y = g.slot("data").next_batch(after=trigger)
             trigger = g.slot("model").train(x, y)
             losses.append(trigger)
-        local = (g.slot("model").params(), jnp.mean(jnp.stack(losses)))
-        (updates, client_losses), arrived = g.gather("update", local, to=server,
-                                                     senders=clients)
+        count = (g.slot("data").num_examples(after=trigger) if self.weighted
+                 else jnp.int32(1))
+        local = (g.slot("model").params(), jnp.mean(jnp.stack(losses)), count)
+        (updates, client_losses, counts), arrived = g.gather("update", local, to=server,
+                                                             senders=clients)
         current = g.slot("model").params(after=arrived)
-        weights = arrived.astype(jnp.float32)
+        weights = arrived.astype(jnp.float32) * counts.astype(jnp.float32)
         total = jnp.sum(weights)
 
         def average(stacked, old):
@@ -58,5 +64,5 @@ class FedAvgRound(Module):
             new_global, _ = self.rule.aggregate(self.rule.init(current), current, updates,
                                                 weights, arrived)
         g.slot("model").load_parameters(new_global)
-        g.output("train_loss", jnp.sum(weights * client_losses) / jnp.maximum(jnp.sum(weights), 1))
+        g.output("train_loss", jnp.sum(weights * client_losses) / jnp.maximum(total, 1))
         g.output("participants", jnp.sum(arrived.astype(jnp.int32)))

@@ -78,10 +78,16 @@ class PartitionStep:
 
     def __call__(self, states: Mapping[str, Any], inputs: Mapping[str, Any],
                  inbox: Mapping[str, list]) -> tuple[dict, dict, dict]:
+        runtime = StepRuntime(self.components, dict(states), inbox)
+        outputs = self.run(runtime, inputs)
+        return runtime.states, outputs, runtime.outbox
+
+    def run(self, runtime: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the partition with ``runtime`` serving its slot calls and wire ops (a
+        :class:`StepRuntime` or one with the same methods); returns the graph outputs."""
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise StepError(f"partition {self.target!r} needs inputs {missing}")
-        runtime = StepRuntime(self.components, dict(states), inbox)
         args = [np.zeros((), np.uint8) if n.startswith("state.") else inputs[n]
                 for n in self._inputs]
         interpreter = self._lowered.interpreter
@@ -90,5 +96,4 @@ class PartitionStep:
             results = self._lowered(*args)
         finally:
             interpreter.runtime = None
-        outputs = {n: v for n, v in zip(self._outputs, results) if n in self.output_names}
-        return runtime.states, outputs, runtime.outbox
+        return {n: v for n, v in zip(self._outputs, results) if n in self.output_names}

@@ -42,7 +42,7 @@ def test_multi_node_fedavg_rounds_close_and_learn():
     assert accuracies[-1] > accuracies[0]
 
 
-def test_multi_node_round_averages_exactly_the_updates_that_arrived():
+def test_multi_node_round_averages_exactly_the_updates_that_arrived_weighted_by_size():
     example = _load("multi_node_fedavg")
     model, server, clients, _ = example.build_network(local_steps=3)
     duplicated = example.CLIENTS[0]
@@ -53,7 +53,9 @@ def test_multi_node_round_averages_exactly_the_updates_that_arrived():
     assert log["duplicate"] >= 1
     arrived = [p for p in example.CLIENTS if p != example.FLAKY]
     client_params = [model.call("params", clients[p].states["model"])[1] for p in arrived]
-    want = jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *client_params)
+    sizes = np.array([clients[p].states["data"].x.shape[0] for p in arrived], np.float64)
+    want = jax.tree.map(lambda *xs: np.tensordot(sizes / sizes.sum(), np.stack(xs), 1),
+                        *client_params)
     got = model.call("params", server.states["model"])[1]
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,97 @@
+"""``History``: per-round metrics of a simulation, with CSV, JSON and a plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class History:
+    """``metrics[name]``: one float per round (NaN in rounds where it was not measured, e.g.
+    evaluations every k rounds); ``states``: every peer's slot states after the last round;
+    ``seconds``: wall time of the rounds (compilation included)."""
+
+    metrics: dict[str, np.ndarray]
+    states: Any = None
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    @property
+    def rounds(self) -> int:
+        """Number of rounds recorded."""
+        return len(next(iter(self.metrics.values()))) if self.metrics else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.metrics[name]
+
+    def last(self) -> dict[str, float]:
+        """Each metric's last measured value."""
+        result = {}
+        for name, values in self.metrics.items():
+            measured = values[~np.isnan(values)]
+            if measured.size:
+                result[name] = float(measured[-1])
+        return result
+
+    def rows(self) -> list[dict[str, float | None]]:
+        """One dict per round: ``round`` and every metric (None where not measured)."""
+        return [{"round": r + 1, **{name: _number(values[r]) for name, values in
+                                    self.metrics.items()}} for r in range(self.rounds)]
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write one row per round (empty cells where a metric was not measured)."""
+        path = Path(path)
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["round", *self.metrics])
+            writer.writeheader()
+            for row in self.rows():
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        return path
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write ``{"config", "seconds", "rounds": [row, ...]}`` (null where not measured)."""
+        path = Path(path)
+        path.write_text(json.dumps({"config": self.config, "seconds": self.seconds,
+                                    "rounds": self.rows()}, indent=1))
+        return path
+
+    def plot(self, path: str | Path | None = None,
+             metrics: Sequence[str] = ("accuracy", "train_loss")) -> Any:
+        """A figure with one panel per metric present (default: accuracy and training
+        loss) against the round; saved as an image at ``path`` when given. Needs matplotlib
+        (``pip install 'bbjax[plot]'``)."""
+        try:
+            import matplotlib
+            if path is not None:
+                matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("History.plot needs matplotlib: pip install 'bbjax[plot]'") from exc
+        names = [m for m in metrics if m in self.metrics] or list(self.metrics)
+        figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4),
+                                    squeeze=False)
+        rounds = np.arange(1, self.rounds + 1)
+        for ax, name in zip(axes[0], names):
+            values = self.metrics[name]
+            measured = ~np.isnan(values)
+            ax.plot(rounds[measured], values[measured], marker="." if measured.sum() < 60 else "")
+            ax.set_xlabel("round")
+            ax.set_title(name)
+            ax.grid(alpha=0.3)
+        figure.tight_layout()
+        if path is not None:
+            figure.savefig(path, dpi=120)
+            plt.close(figure)
+        return figure
+
+
+def _number(value: float) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value

@@ -1,0 +1,93 @@
+"""``Peers``: how many peers play a class in a simulation, and what each one starts with."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from bbjax.compiler import annotations as ann
+from bbjax.simulation.errors import SimulationError
+
+
+@dataclass(frozen=True)
+class Peers:
+    """``count`` peers of one class.
+
+    ``init_args`` maps a slot to the extra arguments of its component's ``init(key, *args)``,
+    each leaf with a leading ``[count]`` axis (peer ``i`` gets row ``i``: its data shard,
+    say). ``inputs`` maps a graph input of the class's partitions to a ``[count, ...]``
+    array. ``cohort``: the number of peers drawn uniformly without replacement each round;
+    only they run (default: all). ``dropout``: the probability that a running peer's
+    messages of a round are lost. ``hosts``: further peer classes these same peers play
+    (sharing their slot states), e.g. ``("self",)`` for the round's initiator.
+    """
+
+    count: int
+    init_args: Mapping[str, tuple] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    cohort: int | None = None
+    dropout: float = 0.0
+    hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.count) or self.count < 1:
+            raise SimulationError(f"Peers.count must be a positive int, got {self.count!r}")
+        if self.cohort is not None and (not _is_int(self.cohort)
+                                        or not 1 <= self.cohort <= self.count):
+            raise SimulationError(f"Peers.cohort must be an int in [1, {self.count}], "
+                                  f"got {self.cohort!r}")
+        if not (isinstance(self.dropout, numbers.Real) and 0.0 <= self.dropout < 1.0):
+            raise SimulationError(f"Peers.dropout must be in [0, 1), got {self.dropout!r}")
+        for what, tree in (("init_args", self.init_args), ("inputs", self.inputs)):
+            for name, value in tree.items():
+                for leaf in jax.tree.leaves(value):
+                    shape = np.shape(leaf)
+                    if not shape or shape[0] != self.count:
+                        raise SimulationError(
+                            f"Peers.{what}[{name!r}] leaves need a leading axis of {self.count} "
+                            f"(one row per peer), got shape {shape}")
+
+    @property
+    def running(self) -> int:
+        """How many peers run each round."""
+        return self.cohort or self.count
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def resolve_groups(population: Mapping[str, int | Peers], classes: set[str]
+                   ) -> tuple[dict[str, Peers], dict[str, str]]:
+    """``(groups, group_of_class)``: each population entry as ``Peers`` and, for every peer
+    class that has partitions, the entry whose peers play it.
+
+    The initiator class ``self``, unless some entry hosts it, is played by the ``server``
+    entry when there is one. Raises :class:`SimulationError` for an entry naming no class
+    of the Module, a class played by no entry or by two.
+    """
+    if not isinstance(population, Mapping) or not population:
+        raise SimulationError("population must map peer classes to a count or Peers")
+    groups = {name: p if isinstance(p, Peers) else Peers(p) for name, p in population.items()}
+    unknown = sorted(set(groups) - classes)
+    if unknown:
+        raise SimulationError(f"population names classes {unknown} the Module does not have; "
+                              f"its classes: {sorted(classes)}")
+    group_of: dict[str, str] = {}
+    for name, peers in groups.items():
+        for cls in (name, *peers.hosts):
+            if cls in group_of:
+                raise SimulationError(f"class {cls!r} is played by both {group_of[cls]!r} and "
+                                      f"{name!r}")
+            group_of[cls] = name
+    if ann.SELF in classes and ann.SELF not in group_of and "server" in groups:
+        group_of[ann.SELF] = "server"
+    missing = sorted(classes - set(group_of))
+    if missing:
+        raise SimulationError(f"no peers play class(es) {missing}: add them to the population "
+                              f"(or to an entry's hosts)")
+    return groups, group_of

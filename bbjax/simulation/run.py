@@ -17,7 +17,7 @@ from bbjax.simulation.engine import Simulation, States
 from bbjax.simulation.errors import SimulationError
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
-from bbjax.simulation.sharding import peer_mesh, place
+from bbjax.simulation.sharding import peer_mesh, replicated, state_shardings
 
 Evaluate = Callable[[States], Mapping[str, jax.Array]]
 
@@ -26,7 +26,8 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
              key: jax.Array, *, bindings: Mapping[str, Component],
              evaluate: Evaluate | None = None, eval_every: int = 1,
              rounds_per_call: int | None = None, progress: bool = False,
-             devices: int | Sequence[jax.Device] | None = None) -> History:
+             devices: int | Sequence[jax.Device] | None = None,
+             initial_states: States | None = None) -> History:
     """Run ``rounds`` rounds of ``compiled`` for ``population``; per-round metrics in a History.
 
     Rounds run as a ``lax.scan`` inside one jitted call, ``rounds_per_call`` rounds at a
@@ -36,7 +37,8 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     metrics) after every ``eval_every``-th round and the last. Round ``r``'s randomness
     is ``fold_in(key, r)``, so results do not depend on ``rounds_per_call``. ``devices``
     (a count or a list; default all local devices) shards the peer axis of every entry
-    whose count they divide. Metrics: the stages' scalar graph outputs (averaged over the
+    whose count they divide. ``initial_states`` (e.g. a previous History's ``states``)
+    replaces the fresh states of ``Simulation.init``. Metrics: the stages' scalar graph outputs (averaged over the
     peers that ran), ``bytes_sent`` (payload bytes of the round's delivered messages) and
     what ``evaluate`` returns (NaN in other rounds).
     """
@@ -52,8 +54,15 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     mesh = peer_mesh(devices)
     started = time.perf_counter()
     init_key, run_key = jax.random.split(key)
-    states = place(jax.jit(simulation.init)(init_key), simulation.groups, mesh)
-    run_rounds = jax.jit(_scan_rounds(simulation), static_argnums=3, donate_argnums=0)
+    shardings = state_shardings(jax.eval_shape(simulation.init, init_key), simulation.groups,
+                                mesh)
+    if initial_states is None:
+        states = jax.jit(simulation.init, out_shardings=shardings)(init_key)
+    else:
+        _check_states(initial_states, jax.eval_shape(simulation.init, init_key))
+        states = jax.device_put(initial_states, shardings)
+    run_rounds = jax.jit(_scan_rounds(simulation), static_argnums=3, donate_argnums=0,
+                         out_shardings=(shardings, replicated(mesh)))
     evaluate_jit = jax.jit(evaluate) if evaluate is not None else None
     chunks: list[dict[str, np.ndarray]] = []
     evaluations: dict[int, Mapping[str, Any]] = {}
@@ -79,6 +88,22 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
             column[r] = float(values[name])
         metrics[name] = column
     return History(metrics, states, time.perf_counter() - started)
+
+
+def _check_states(given: States, expected: States) -> None:
+    """Raise :class:`SimulationError` unless ``given`` has ``expected``'s structure, shapes
+    and dtypes."""
+    given_leaves, given_tree = jax.tree.flatten(given)
+    expected_leaves, expected_tree = jax.tree.flatten(expected)
+    if given_tree != expected_tree:
+        raise SimulationError(f"initial_states has structure {given_tree}; the population's "
+                              f"states have {expected_tree}")
+    for path_leaf, a, b in zip(jax.tree_util.tree_flatten_with_path(expected)[0], given_leaves,
+                               expected_leaves):
+        if np.shape(a) != b.shape or jnp.result_type(a) != b.dtype:
+            raise SimulationError(
+                f"initial_states{jax.tree_util.keystr(path_leaf[0])} is "
+                f"{jnp.result_type(a)}{list(np.shape(a))}, expected {b.dtype}{list(b.shape)}")
 
 
 def _scan_rounds(simulation: Simulation):

@@ -8,7 +8,7 @@ from typing import Mapping
 from bbjax.compiler import Compiled
 from bbjax.compiler import annotations as ann
 from bbjax.components import Component
-from bbjax.runtime.step import PartitionStep
+from bbjax.runtime.step import PartitionStep, StepError
 from bbjax.simulation.errors import SimulationError
 
 
@@ -36,7 +36,8 @@ class Stage:
 def build_stages(compiled: Compiled, bindings: Mapping[str, Component],
                  group_of: Mapping[str, str], phase: str) -> list[Stage]:
     """The ``phase`` ("main" or "bootstrap") partitions as stages, in an order where every
-    stage runs after the stages that send to it. Raises :class:`SimulationError` for a port
+    stage runs after the stages that send to it. Raises :class:`SimulationError` for an
+    unbound slot, a port
     nobody sends, a port sent by two partitions, or a cycle between partitions."""
     stages = []
     for function in compiled.model.functions:
@@ -48,7 +49,11 @@ def build_stages(compiled: Compiled, bindings: Mapping[str, Component],
         receives = [Receive(ann.get(n, ann.PORT), ann.get(n, ann.SOURCE_CLASS),
                             ann.get(n, ann.GATHER) == "1")
                     for n in function.node if ann.is_recv(n)]
-        stages.append(Stage(PartitionStep(compiled, function.name, bindings), cls, group_of[cls],
+        try:
+            step = PartitionStep(compiled, function.name, bindings)
+        except StepError as exc:
+            raise SimulationError(f"{exc}: give it a component in bindings") from exc
+        stages.append(Stage(step, cls, group_of[cls],
                             [r for r in receives if r.port not in sends],
                             [r for r in receives if r.port in sends], sends))
     sender: dict[str, Stage] = {}

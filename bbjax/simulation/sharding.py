@@ -32,12 +32,17 @@ def peer_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(chosen), (MESH_AXIS,))
 
 
-def place(states: Mapping[str, Any], groups: Mapping[str, Peers], mesh: Mesh) -> dict:
-    """Each entry's states split along the peer axis over ``mesh`` when the device count
-    divides its peer count, otherwise replicated on every device."""
+def state_shardings(states: Mapping[str, Any], groups: Mapping[str, Peers], mesh: Mesh) -> dict:
+    """Where each entry's states live: split along the peer axis over ``mesh`` when the
+    device count divides the entry's peer count, otherwise replicated on every device."""
     size = mesh.devices.size
-    placed = {}
+    result = {}
     for name, tree in states.items():
         spec = PartitionSpec(MESH_AXIS) if groups[name].count % size == 0 else PartitionSpec()
-        placed[name] = jax.device_put(tree, NamedSharding(mesh, spec))
-    return placed
+        result[name] = jax.tree.map(lambda _: NamedSharding(mesh, spec), tree)
+    return result
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The same value on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())

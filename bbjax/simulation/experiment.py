@@ -1,0 +1,204 @@
+"""Ready-made FedAvg experiments: a configuration in, a compiled Module, population,
+bindings and evaluation out. The ``bbjax simulate`` command runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from bbjax import aggregators
+from bbjax.compiler import Compiled, Compiler
+from bbjax.components import Component, flax_model, padded_data_source
+from bbjax.data import FederatedData, load_npz, synthetic, synthetic_iid, train_test_split
+from bbjax.modules import FedAvgRound
+from bbjax.simulation.errors import SimulationError
+from bbjax.simulation.history import History
+from bbjax.simulation.population import Peers
+from bbjax.simulation.run import simulate
+
+RULES = {"median": lambda n: aggregators.median(),
+         "trimmed_mean": lambda n: aggregators.trimmed_mean(0.2),
+         "krum": lambda n: aggregators.krum(max(0, (n - 3) // 2))}
+
+
+@dataclass(frozen=True)
+class FedAvgConfig:
+    """A FedAvg run. ``dataset``: ``"synthetic"`` (FedProx Synthetic(``alpha``, ``beta``)),
+    ``"synthetic_iid"`` or the path of a ``.npz`` file (:func:`bbjax.data.load_npz`); each
+    client keeps ``test_fraction`` of its examples for evaluation. ``model``: ``"logreg"``
+    (multinomial logistic regression) or ``"mlp"`` (one ReLU layer of ``hidden`` units).
+    Each round ``clients_per_round`` of ``num_clients`` clients take ``local_steps`` SGD
+    steps of ``batch_size`` examples at ``learning_rate``; the server averages their models
+    weighted by example counts, or aggregates them with ``rule`` (``median``,
+    ``trimmed_mean``, ``krum``). Accuracy and loss on the pooled test examples are measured
+    every ``eval_every`` rounds."""
+
+    dataset: str = "synthetic"
+    alpha: float = 1.0
+    beta: float = 1.0
+    num_clients: int = 100
+    max_client_size: int = 1000
+    test_fraction: float = 0.2
+    clients_per_round: int = 10
+    rounds: int = 100
+    local_steps: int = 20
+    batch_size: int = 10
+    learning_rate: float = 0.01
+    model: str = "logreg"
+    hidden: int = 64
+    rule: str | None = None
+    eval_every: int = 1
+    seed: int = 0
+
+    def replace(self, **changes: Any) -> FedAvgConfig:
+        """A copy with ``changes``; raises :class:`SimulationError` for unknown fields."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise SimulationError(f"unknown configuration fields {unknown}; known: "
+                                  f"{sorted(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CONFIGS = {
+    "fedavg-synthetic": FedAvgConfig(),
+    "fedavg-synthetic-mlp": FedAvgConfig(model="mlp", learning_rate=0.05),
+    "fedavg-synthetic-iid": FedAvgConfig(dataset="synthetic_iid"),
+    "median-synthetic": FedAvgConfig(rule="median"),
+}
+
+
+def load_config(name_or_path: str) -> FedAvgConfig:
+    """A named configuration (``CONFIGS``) or a JSON file of ``FedAvgConfig`` fields."""
+    if name_or_path in CONFIGS:
+        return CONFIGS[name_or_path]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise SimulationError(f"no configuration named {name_or_path!r} and no such file; "
+                              f"named ones: {sorted(CONFIGS)}")
+    try:
+        fields = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SimulationError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(fields, dict):
+        raise SimulationError(f"{path}: expected a JSON object of configuration fields")
+    return FedAvgConfig().replace(**fields)
+
+
+class _Linear(nnx.Module):
+    def __init__(self, features: int, classes: int, rngs: nnx.Rngs):
+        self.out = nnx.Linear(features, classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.out(x)
+
+
+class _MLP(nnx.Module):
+    def __init__(self, features: int, hidden: int, classes: int, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(features, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy against integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+@dataclass
+class Experiment:
+    """Everything ``simulate`` needs for one configuration."""
+
+    config: FedAvgConfig
+    compiled: Compiled
+    population: dict[str, Peers]
+    bindings: dict[str, Component]
+    train: FederatedData
+    test: FederatedData
+
+    def evaluate(self, states: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """Accuracy and loss of the server's model on every client's test examples."""
+        model = self.bindings["model"]
+        server = jax.tree.map(lambda a: a[0], states["server"]["model"])
+        x = jnp.asarray(self.test.x).reshape(-1, *self.test.x.shape[2:])
+        y = jnp.asarray(self.test.y).reshape(-1)
+        mask = jnp.asarray(self.test.mask).reshape(-1).astype(jnp.float32)
+        logits = model.call("forward", server, x)[1]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        total = jnp.maximum(mask.sum(), 1.0)
+        return {"accuracy": jnp.sum((jnp.argmax(logits, -1) == y) * mask) / total,
+                "test_loss": jnp.sum(losses * mask) / total}
+
+    def run(self, key: jax.Array | None = None, progress: bool = False,
+            devices: int | None = None, rounds: int | None = None) -> History:
+        """Simulate the configured rounds (or ``rounds``)."""
+        key = jax.random.PRNGKey(self.config.seed) if key is None else key
+        history = simulate(self.compiled, self.population, rounds or self.config.rounds, key,
+                           bindings=self.bindings, evaluate=self.evaluate,
+                           eval_every=self.config.eval_every, progress=progress,
+                           devices=devices)
+        history.config = self.config.to_dict()
+        return history
+
+
+def build(config: FedAvgConfig) -> Experiment:
+    """Data, model, compiled round and population for ``config``. Raises
+    :class:`SimulationError` for an unknown dataset, model or rule, or a cohort larger than
+    the population."""
+    if config.clients_per_round > config.num_clients:
+        raise SimulationError(f"clients_per_round ({config.clients_per_round}) exceeds "
+                              f"num_clients ({config.num_clients})")
+    data = _dataset(config)
+    train, test = train_test_split(jax.random.PRNGKey(config.seed), data, config.test_fraction)
+    features, classes = int(np.prod(train.x.shape[2:])), int(train.y.max()) + 1
+    if config.model == "logreg":
+        module = _Linear(features, classes, nnx.Rngs(config.seed))
+    elif config.model == "mlp":
+        module = _MLP(features, config.hidden, classes, nnx.Rngs(config.seed))
+    else:
+        raise SimulationError(f"model must be 'logreg' or 'mlp', got {config.model!r}")
+    model = flax_model(module, optax.sgd(config.learning_rate), cross_entropy)
+    batch = min(config.batch_size, int(train.sizes.min()))
+    source = padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch)
+    if config.rule is None:
+        round_module = FedAvgRound(config.local_steps)
+    elif config.rule in RULES:
+        n = config.clients_per_round
+        round_module = FedAvgRound(config.local_steps, rule=RULES[config.rule](n), num_clients=n)
+    else:
+        raise SimulationError(f"rule must be one of {sorted(RULES)} or None, got {config.rule!r}")
+    compiled = Compiler().bind("model", model).bind("data", source).compile(round_module)
+    clients = Peers(config.num_clients, init_args={"data": (train.x, train.y, train.sizes)},
+                    cohort=config.clients_per_round)
+    return Experiment(config, compiled, {"server": Peers(1), "client": clients},
+                      {"model": model, "data": source}, train, test)
+
+
+def _dataset(config: FedAvgConfig) -> FederatedData:
+    cap = config.max_client_size
+    if config.dataset == "synthetic":
+        return synthetic(config.alpha, config.beta, config.num_clients, config.seed,
+                         max_size=cap)
+    if config.dataset == "synthetic_iid":
+        return synthetic_iid(config.num_clients, config.seed, max_size=cap)
+    if config.dataset.endswith(".npz"):
+        data = load_npz(config.dataset)
+        if data.num_clients != config.num_clients:
+            raise SimulationError(f"{config.dataset} holds {data.num_clients} clients; set "
+                                  f"num_clients to match")
+        return data
+    raise SimulationError(f"dataset must be 'synthetic', 'synthetic_iid' or a .npz path, got "
+                          f"{config.dataset!r}")

@@ -4,6 +4,9 @@
   fill the same buffer as :func:`weighted_mean` (a repeat replaces, bad weights are
   rejected); ``aggregate`` applies the rule to the buffered peers (the mask marks the
   filled slots), keeps the result as the new global parameters and clears the buffer.
+  ``aggregate_stacked(global, tensors, weights, mask, losses)`` applies the rule to a
+  whole stacked cohort (what ``g.gather`` delivers) against ``global``; the rule's state
+  (momenta, control variates) carries over between rounds in the component's state.
 - :func:`codec_component`: a ``bbjax.compression`` codec as a Codec; randomized codecs
   draw from a key kept in the state.
 - :func:`selector_component`: a ``bbjax.selection`` selector as a PeerSelector; ``sample``
@@ -12,6 +15,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import jax
@@ -52,8 +56,18 @@ def rule_aggregator(rule: Any, capacity: int, initial_params: PyTree,
         cleared, _ = buffer.methods["aggregate"](state.buffer)
         return (RuleAggregatorState(cleared, rule_state, new_global), (new_global, total))
 
-    return Component(Role.AGGREGATOR, init, {"contribute": contribute, "aggregate": aggregate},
-                     name)
+    takes_losses = "losses" in inspect.signature(rule.aggregate).parameters
+
+    def aggregate_stacked(state, global_params, tensors, weights, mask, losses):
+        extra = {"losses": losses} if takes_losses else {}
+        new_global, rule_state = rule.aggregate(state.rule_state, global_params, tensors,
+                                                weights, mask, **extra)
+        total = jnp.sum(jnp.where(mask, jnp.asarray(weights, jnp.float32), 0.0))
+        return (state.replace(rule_state=rule_state, global_params=new_global),
+                (new_global, total))
+
+    return Component(Role.AGGREGATOR, init, {"contribute": contribute, "aggregate": aggregate,
+                                             "aggregate_stacked": aggregate_stacked}, name)
 
 
 @struct.dataclass

@@ -108,6 +108,14 @@ CONTRACTS: Mapping[Role, Contract] = MappingProxyType(
                     "combine the buffered contributions and clear the buffer",
                 ),
             ),
+            optional=(
+                _M(
+                    "aggregate_stacked",
+                    ("global", "tensors", "weights", "mask", "losses"),
+                    ("result", "total_weight"),
+                    "combine a whole cohort's stacked tensors at once (what g.gather gives)",
+                ),
+            ),
         ),
         Role.CODEC: Contract(
             Role.CODEC,

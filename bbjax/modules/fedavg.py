@@ -9,7 +9,11 @@ without ``num_examples``; a round where none arrived keeps the global parameters
 loads the result. With ``rule`` (a
 stateless ``bbjax.aggregators`` rule such as ``median()``, ``trimmed_mean()``, ``krum()``)
 and a fixed ``num_clients``, the server applies that rule to the arrived updates instead.
-Slots: ``model`` (a Model) and ``data`` (a DataSource).
+With ``aggregator=True`` the server hands the stacked updates, weights, arrival mask and
+losses to an Aggregator slot's ``aggregate_stacked`` instead (e.g.
+``bbjax.components.rule_aggregator`` over any rule, stateful ones such as ``fedadam``
+included: their state lives in the slot). Slots: ``model`` (a Model), ``data`` (a
+DataSource) and, with ``aggregator=True``, ``aggregator``.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ class FedAvgRound(Module):
     name = "fedavg"
 
     def __init__(self, local_steps: int = 1, rule: Any = None, num_clients: int | None = None,
-                 weighted: bool = True):
+                 weighted: bool = True, aggregator: bool = False):
         if local_steps < 1:
             raise ValueError(f"local_steps must be >= 1, got {local_steps}")
         if rule is not None and num_clients is None:
             raise ValueError("an aggregation rule needs a fixed num_clients (cohort shape)")
+        if rule is not None and aggregator:
+            raise ValueError("give either a rule or aggregator=True, not both")
         self.local_steps = local_steps
         self.rule = rule
         self.num_clients = num_clients
         self.weighted = weighted
+        self.aggregator = aggregator
 
     def body(self, g: Graph) -> None:
         clients, server = g.peers("client", self.num_clients), g.peers("server")
@@ -58,7 +65,10 @@ class FedAvgRound(Module):
             mean = jnp.tensordot(weights, stacked, 1) / jnp.maximum(total, 1)
             return jnp.where(total > 0, mean, old).astype(old.dtype)
 
-        if self.rule is None:
+        if self.aggregator:
+            new_global, _ = g.slot("aggregator").aggregate_stacked(current, updates, weights,
+                                                                  arrived, client_losses)
+        elif self.rule is None:
             new_global = jax.tree.map(average, updates, current)
         else:
             new_global, _ = self.rule.aggregate(self.rule.init(current), current, updates,

@@ -17,7 +17,7 @@ from flax import nnx
 
 from bbjax import aggregators
 from bbjax.compiler import Compiled, Compiler
-from bbjax.components import Component, flax_model, padded_data_source
+from bbjax.components import Component, flax_model, padded_data_source, rule_aggregator
 from bbjax.data import FederatedData, load_npz, synthetic, synthetic_iid, train_test_split
 from bbjax.modules import FedAvgRound
 from bbjax.simulation.errors import SimulationError
@@ -25,9 +25,18 @@ from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
 from bbjax.simulation.run import simulate
 
-RULES = {"median": lambda n: aggregators.median(),
-         "trimmed_mean": lambda n: aggregators.trimmed_mean(0.2),
-         "krum": lambda n: aggregators.krum(max(0, (n - 3) // 2))}
+RULES = {  # name -> the rule for a cohort of n clients (defaults as in Flower)
+    "fedavg": lambda n: aggregators.fedavg(),
+    "fedavgm": lambda n: aggregators.fedavgm(server_momentum=0.9),
+    "fedadagrad": lambda n: aggregators.fedadagrad(),
+    "fedadam": lambda n: aggregators.fedadam(),
+    "fedyogi": lambda n: aggregators.fedyogi(),
+    "qfedavg": lambda n: aggregators.qfedavg(),
+    "median": lambda n: aggregators.median(),
+    "trimmed_mean": lambda n: aggregators.trimmed_mean(0.2),
+    "krum": lambda n: aggregators.krum(max(0, (n - 3) // 2)),
+    "bulyan": lambda n: aggregators.bulyan(max(0, (n - 3) // 4)),
+}
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,8 @@ class FedAvgConfig:
     (multinomial logistic regression) or ``"mlp"`` (one ReLU layer of ``hidden`` units).
     Each round ``clients_per_round`` of ``num_clients`` clients take ``local_steps`` SGD
     steps of ``batch_size`` examples at ``learning_rate``; the server averages their models
-    weighted by example counts, or aggregates them with ``rule`` (``median``,
-    ``trimmed_mean``, ``krum``). Accuracy and loss on the pooled test examples are measured
+    weighted by example counts, or aggregates them with ``rule`` (a name in ``RULES``,
+    bound as a ``rule_aggregator`` component whose state carries the rule's momenta). Accuracy and loss on the pooled test examples are measured
     every ``eval_every`` rounds."""
 
     dataset: str = "synthetic"
@@ -75,6 +84,7 @@ CONFIGS = {
     "fedavg-synthetic": FedAvgConfig(),
     "fedavg-synthetic-mlp": FedAvgConfig(model="mlp", learning_rate=0.05),
     "fedavg-synthetic-iid": FedAvgConfig(dataset="synthetic_iid"),
+    "fedadam-synthetic": FedAvgConfig(rule="fedadam", learning_rate=0.003),
     "median-synthetic": FedAvgConfig(rule="median"),
 }
 
@@ -173,18 +183,24 @@ def build(config: FedAvgConfig) -> Experiment:
     model = flax_model(module, optax.sgd(config.learning_rate), cross_entropy)
     batch = min(config.batch_size, int(train.sizes.min()))
     source = padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch)
+    bindings = {"model": model, "data": source}
     if config.rule is None:
         round_module = FedAvgRound(config.local_steps)
     elif config.rule in RULES:
         n = config.clients_per_round
-        round_module = FedAvgRound(config.local_steps, rule=RULES[config.rule](n), num_clients=n)
+        initial = model.init(jax.random.PRNGKey(config.seed)).params
+        bindings["aggregator"] = rule_aggregator(RULES[config.rule](n), n, initial)
+        round_module = FedAvgRound(config.local_steps, num_clients=n, aggregator=True)
     else:
         raise SimulationError(f"rule must be one of {sorted(RULES)} or None, got {config.rule!r}")
-    compiled = Compiler().bind("model", model).bind("data", source).compile(round_module)
+    compiler = Compiler()
+    for slot, component in bindings.items():
+        compiler = compiler.bind(slot, component)
+    compiled = compiler.compile(round_module)
     clients = Peers(config.num_clients, init_args={"data": (train.x, train.y, train.sizes)},
                     cohort=config.clients_per_round)
-    return Experiment(config, compiled, {"server": Peers(1), "client": clients},
-                      {"model": model, "data": source}, train, test)
+    return Experiment(config, compiled, {"server": Peers(1), "client": clients}, bindings,
+                      train, test)
 
 
 def _dataset(config: FedAvgConfig) -> FederatedData:

@@ -28,6 +28,39 @@ def test_rule_aggregator_applies_the_rule_to_buffered_peers():
     assert int(jnp.sum(state.buffer.peers >= 0)) == 0  # cleared for the next round
 
 
+def test_rule_aggregator_aggregates_a_stacked_cohort_and_passes_losses_to_qfedavg():
+    rng = np.random.default_rng(1)
+    params = {"w": rng.normal(size=(5,)).astype(np.float32)}
+    stacked = {"w": rng.normal(size=(4, 5)).astype(np.float32)}
+    weights = np.array([3.0, 1.0, 2.0, 5.0], np.float32)
+    mask = np.array([True, True, False, True])
+    losses = rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    rule = aggregators.qfedavg(q=0.5)
+    component = rule_aggregator(rule, capacity=4, initial_params=params)
+    state = component.init(jax.random.PRNGKey(0))
+    state, (got, total) = jax.jit(lambda s: component.call(
+        "aggregate_stacked", s, params, stacked, weights, mask, losses))(state)
+    want, _ = rule.aggregate(rule.init(params), params, stacked, weights, mask, losses=losses)
+    chex.assert_trees_all_close(got, want, rtol=1e-6)
+    assert float(total) == 9.0
+    chex.assert_trees_all_close(state.global_params, got)
+
+
+def test_rule_aggregator_keeps_a_stateful_rules_state_between_stacked_rounds():
+    rng = np.random.default_rng(2)
+    params = {"w": rng.normal(size=(3,)).astype(np.float32)}
+    rule = aggregators.fedadam(eta=0.1)
+    component = rule_aggregator(rule, capacity=3, initial_params=params)
+    state, rule_state, current = component.init(jax.random.PRNGKey(0)), rule.init(params), params
+    for _ in range(3):
+        stacked = {"w": rng.normal(size=(3, 3)).astype(np.float32)}
+        ones, weights = np.ones(3, bool), np.ones(3, np.float32)
+        state, (got, _) = component.call("aggregate_stacked", state, current, stacked, weights,
+                                         ones, np.zeros(3, np.float32))
+        current, rule_state = rule.aggregate(rule_state, current, stacked, weights, ones)
+        chex.assert_trees_all_close(got, current, rtol=1e-6)
+
+
 def test_codec_component_round_trips_like_the_codec():
     template = {"w": np.zeros((16,), np.float32)}
     component = codec_component(compression.uniform_quantization(8), template)

@@ -310,3 +310,33 @@ def test_initial_states_with_a_wrong_shape_are_named(fedavg):
     with pytest.raises(SimulationError, match=r"\.size is int32\[3\], expected int32\[4\]"):
         simulate(compiled, population, 1, jax.random.PRNGKey(0),
                  bindings={"model": model, "data": source}, initial_states=states)
+
+
+# -- algorithm-library rules bound as the server's Aggregator ------------------------------
+
+@pytest.mark.parametrize("make_rule", [
+    lambda: bbjax.aggregators.fedadam(eta=0.05),
+    lambda: bbjax.aggregators.fedavgm(server_momentum=0.9),
+    lambda: bbjax.aggregators.median(),
+], ids=["fedadam", "fedavgm", "median"])
+def test_a_bound_rule_aggregator_applies_the_rule_with_its_state_over_rounds(fedavg, make_rule):
+    from bbjax.components import rule_aggregator
+    _, model, source, data = fedavg
+    rule = make_rule()
+    initial = model.init(jax.random.PRNGKey(0)).params
+    aggregator = rule_aggregator(rule, capacity=4, initial_params=initial)
+    compiled = (bbjax.Compiler().bind("model", model).bind("data", source)
+                .bind("aggregator", aggregator)
+                .compile(FedAvgRound(local_steps=2, num_clients=4, aggregator=True)))
+    sim = Simulation(compiled, {"server": 1, "client": _client_peers(data)},
+                     {"model": model, "data": source, "aggregator": aggregator})
+    states = sim.init(jax.random.PRNGKey(0))
+    round_fn = jax.jit(sim.round)
+    rule_state, want = rule.init(initial), initial
+    weights = jnp.asarray(data.sizes, jnp.float32)
+    for r in range(3):
+        states, _ = round_fn(states, jax.random.PRNGKey(r))
+        local = states["client"]["model"].params
+        want, rule_state = rule.aggregate(rule_state, want, local, weights, jnp.ones(4, bool))
+        got = jax.tree.map(lambda a: a[0], states["server"]["model"].params)
+        chex.assert_trees_all_close(got, want, rtol=2e-5, atol=1e-6)

@@ -75,3 +75,12 @@ def test_multi_node_round_with_a_robust_rule_applies_it_to_arrived_updates():
     want = jax.tree.map(lambda *xs: np.median(np.stack(xs), axis=0), *client_params)
     chex.assert_trees_all_close(model.call("params", server.states["model"])[1], want,
                                 rtol=1e-5, atol=1e-6)
+
+
+def test_simulate_fedavg_example_learns(tmp_path):
+    history = _load("simulate_fedavg").main(rounds=15, num_clients=30, per_round=5,
+                                            local_steps=10, plot=str(tmp_path / "f.png"))
+    accuracy = history["accuracy"]
+    assert np.isnan(accuracy[0]) and not np.isnan(accuracy[4])  # evaluated every 5 rounds
+    assert accuracy[-1] > accuracy[4] and (tmp_path / "f.png").exists()
+    assert np.all(history["participants"] == 5)

@@ -150,7 +150,7 @@ class Experiment:
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         total = jnp.maximum(mask.sum(), 1.0)
         return {"accuracy": jnp.sum((jnp.argmax(logits, -1) == y) * mask) / total,
-                "test_loss": jnp.sum(losses * mask) / total}
+                "test_loss": jnp.sum(jnp.where(mask > 0, losses, 0.0)) / total}
 
     def run(self, key: jax.Array | None = None, progress: bool = False,
             devices: int | None = None, rounds: int | None = None) -> History:
@@ -173,7 +173,7 @@ def build(config: FedAvgConfig) -> Experiment:
                               f"num_clients ({config.num_clients})")
     data = _dataset(config)
     train, test = train_test_split(jax.random.PRNGKey(config.seed), data, config.test_fraction)
-    features, classes = int(np.prod(train.x.shape[2:])), int(train.y.max()) + 1
+    features, classes = int(np.prod(train.x.shape[2:])), int(data.y.max()) + 1
     if config.model == "logreg":
         module = _Linear(features, classes, nnx.Rngs(config.seed))
     elif config.model == "mlp":

@@ -36,8 +36,8 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     (jitted; ``states[entry][slot]`` is stacked over the entry's peers; returns scalar
     metrics) after every ``eval_every``-th round and the last. Round ``r``'s randomness
     is ``fold_in(key, r)``, so results do not depend on ``rounds_per_call``. ``devices``
-    (a count or a list; default all local devices) shards the peer axis of every entry
-    whose count they divide. ``initial_states`` (e.g. a previous History's ``states``)
+    (a count or a list; default all devices: every process's in a multi-process run)
+    shards the peer axis of every entry whose count they divide. ``initial_states`` (e.g. a previous History's ``states``)
     replaces the fresh states of ``Simulation.init``. Metrics: the stages' scalar graph outputs (averaged over the
     peers that ran), ``bytes_sent`` (payload bytes of the round's delivered messages) and
     what ``evaluate`` returns (NaN in other rounds).
@@ -60,6 +60,10 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
         states = jax.jit(simulation.init, out_shardings=shardings)(init_key)
     else:
         _check_states(initial_states, jax.eval_shape(simulation.init, init_key))
+        if mesh.is_multi_process:  # across processes device_put takes host or global arrays
+            initial_states = jax.tree.map(
+                lambda a: np.asarray(a) if isinstance(a, jax.Array) and a.is_fully_addressable
+                else a, initial_states)
         states = jax.device_put(initial_states, shardings)
     run_rounds = jax.jit(_scan_rounds(simulation), static_argnums=3, donate_argnums=0,
                          out_shardings=(shardings, replicated(mesh)))

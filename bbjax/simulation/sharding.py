@@ -15,12 +15,16 @@ MESH_AXIS = "peers"
 
 
 def peer_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
-    """A one-axis mesh named ``peers`` over ``devices`` (a count of local devices, a list,
-    or None for all of them)."""
+    """A one-axis mesh named ``peers`` over ``devices``: None for all of ``jax.devices()``
+    (in a multi-process run, every process's), a count for the first ones, or a list.
+    Raises :class:`SimulationError` for a count out of range, an empty list or devices of
+    which none belongs to this process."""
     available = jax.devices()
     if devices is None:
         chosen = available
-    elif isinstance(devices, int) and not isinstance(devices, bool):
+    elif isinstance(devices, bool):
+        raise SimulationError(f"devices must be a count, a list of devices or None, got {devices}")
+    elif isinstance(devices, int):
         if not 1 <= devices <= len(available):
             raise SimulationError(f"devices must be in [1, {len(available)}] (the devices JAX "
                                   f"sees), got {devices}")
@@ -29,6 +33,11 @@ def peer_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
         chosen = list(devices)
         if not chosen:
             raise SimulationError("devices is an empty list")
+    if not any(d.process_index == jax.process_index() for d in chosen):
+        raise SimulationError(
+            f"none of the devices {chosen} belongs to this process ({jax.process_index()}); "
+            f"in a multi-process run pass devices=None (every process's devices) or a list "
+            f"that includes some of jax.local_devices()")
     return Mesh(np.array(chosen), (MESH_AXIS,))
 
 

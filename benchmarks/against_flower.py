@@ -92,7 +92,7 @@ class BbjaxRounds:
     def __init__(self, experiment: Experiment, key: jax.Array):
         sim = Simulation(experiment.compiled, experiment.population, experiment.bindings)
         self.key = key
-        self.states = jax.jit(sim.init)(key)
+        self.states = jax.jit(sim.init)(key, sim.init_args)
         self.step = jax.jit(sim.round, donate_argnums=0).lower(self.states, key).compile()
         self.done = 0
         warm = jax.tree.map(jnp.copy, self.states)

@@ -72,11 +72,14 @@ def padded_data_source(x: PyTree, y: PyTree, size: int, batch_size: int,
         return jnp.argsort(scores).astype(jnp.int32)
 
     def epoch_map(state: PaddedDataState, epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Stride ``a_e`` (a prime < 100 not dividing the size) and offset ``c_e``."""
-        stride_key, offset_key = jax.random.split(jax.random.fold_in(state.key, epoch))
-        usable = state.size % _PRIMES != 0
-        pick = jnp.argmax(jnp.where(usable, jax.random.uniform(stride_key, _PRIMES.shape), -1.0))
-        return jnp.asarray(_PRIMES)[pick], jax.random.randint(offset_key, (), 0, state.size)
+        """Stride ``a_e`` (a prime < 100 not dividing the size) and offset ``c_e``, from
+        one draw of two random words."""
+        bits = jax.random.bits(jax.random.fold_in(state.key, epoch), (2,), jnp.uint32)
+        primes = jnp.asarray(_PRIMES)
+        start = (bits[0] % primes.shape[0]).astype(jnp.int32)
+        rotated = primes[(start + jnp.arange(primes.shape[0])) % primes.shape[0]]
+        stride = rotated[jnp.argmax(state.size % rotated != 0)]
+        return stride, (bits[1] % state.size.astype(jnp.uint32)).astype(jnp.int32)
 
     def init(key: jax.Array, x: PyTree = None, y: PyTree = None, size=None) -> PaddedDataState:
         data = (default[0] if x is None else x, default[1] if y is None else y)

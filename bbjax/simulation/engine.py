@@ -99,16 +99,25 @@ class Simulation:
 
     # -- state ----------------------------------------------------------------------------
 
-    def init(self, key: jax.Array) -> States:
-        """Every peer's slot states (from ``init(key_i, *init_args[slot][i])``), after the
-        bootstrap partitions ran once."""
+    @property
+    def init_args(self) -> dict[str, dict[str, tuple]]:
+        """Each entry's ``Peers.init_args``: the default of :meth:`init`."""
+        return {name: dict(peers.init_args) for name, peers in self.groups.items()}
+
+    def init(self, key: jax.Array, init_args: Mapping[str, Mapping[str, tuple]] | None = None
+             ) -> States:
+        """Every peer's slot states (from ``init(key_i, *init_args[entry][slot][i])``), after
+        the bootstrap partitions ran once. Pass ``init_args`` (default: the population's)
+        as an argument of a jitted ``init`` so that the data is not baked into the program
+        as constants."""
+        init_args = self.init_args if init_args is None else init_args
         states: States = {}
         for index, (name, peers) in enumerate(sorted(self.groups.items())):
             keys = jax.random.split(jax.random.fold_in(key, index), peers.count)
             slot_keys = jax.vmap(lambda k: jax.random.split(k, max(len(self.slots[name]), 1)))(keys)
             states[name] = {
                 slot: jax.vmap(self.bindings[slot].init)(slot_keys[:, i],
-                                                         *peers.init_args.get(slot, ()))
+                                                         *init_args[name].get(slot, ()))
                 for i, slot in enumerate(self.slots[name])}
         if self.bootstrap:
             states, _ = self._run_stages(self.bootstrap, states, jax.random.fold_in(key, -1))

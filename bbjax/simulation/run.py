@@ -54,12 +54,13 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     mesh = peer_mesh(devices)
     started = time.perf_counter()
     init_key, run_key = jax.random.split(key)
-    shardings = state_shardings(jax.eval_shape(simulation.init, init_key), simulation.groups,
-                                mesh)
+    shapes = jax.eval_shape(simulation.init, init_key, simulation.init_args)
+    shardings = state_shardings(shapes, simulation.groups, mesh)
     if initial_states is None:
-        states = jax.jit(simulation.init, out_shardings=shardings)(init_key)
+        states = jax.jit(simulation.init, out_shardings=shardings)(init_key,
+                                                                   simulation.init_args)
     else:
-        _check_states(initial_states, jax.eval_shape(simulation.init, init_key))
+        _check_states(initial_states, shapes)
         if mesh.is_multi_process:  # across processes device_put takes host or global arrays
             initial_states = jax.tree.map(
                 lambda a: np.asarray(a) if isinstance(a, jax.Array) and a.is_fully_addressable

@@ -340,3 +340,19 @@ def test_a_bound_rule_aggregator_applies_the_rule_with_its_state_over_rounds(fed
         want, rule_state = rule.aggregate(rule_state, want, local, weights, jnp.ones(4, bool))
         got = jax.tree.map(lambda a: a[0], states["server"]["model"].params)
         chex.assert_trees_all_close(got, want, rtol=2e-5, atol=1e-6)
+
+
+def test_fedprox_client_model_keeps_clients_near_the_global_model(fedavg):
+    _, _, source, data = fedavg
+    drift = {}
+    for mu in (0.0, 50.0):
+        model = bbjax.components.fedprox_model(Linear(nnx.Rngs(0)), optax.sgd(0.01),
+                                               cross_entropy, proximal_mu=mu)
+        compiled = bbjax.Compiler().bind("model", model).bind("data", source).compile(
+            FedAvgRound(local_steps=8))
+        history = simulate(compiled, {"server": 1, "client": _client_peers(data)}, 1,
+                           jax.random.PRNGKey(0), bindings={"model": model, "data": source})
+        start = model.init(jax.random.PRNGKey(0)).params["out"]["kernel"]  # round's global
+        local = history.states["client"]["model"].params["out"]["kernel"]
+        drift[mu] = float(jnp.mean(jnp.linalg.norm((local - start).reshape(4, -1), axis=1)))
+    assert drift[50.0] < 0.5 * drift[0.0]

@@ -15,6 +15,7 @@ from bbjax.components.adapters import (CodecState, RuleAggregatorState, Selector
                                        codec_component, rule_aggregator, selector_component)
 from bbjax.components.fedprox_model import ProximalState, fedprox_model, proximal_term
 from bbjax.components.padded_data_source import PaddedDataState, padded_data_source
+from bbjax.components.scaffold_model import ControlState, scaffold_model
 from bbjax.components.status import Status
 from bbjax.components.topk_index import TopKIndexState, topk_index
 from bbjax.components.weighted_mean import WeightedMeanState, weighted_mean
@@ -23,6 +24,7 @@ __all__ = [
     "CONTRACTS",
     "ArrayDataState",
     "CodecState",
+    "ControlState",
     "RuleAggregatorState",
     "SelectorState",
     "Component",
@@ -47,6 +49,7 @@ __all__ = [
     "padded_data_source",
     "proximal_term",
     "rule_aggregator",
+    "scaffold_model",
     "selector_component",
     "topk_index",
     "weighted_mean",

@@ -4,9 +4,11 @@
   fill the same buffer as :func:`weighted_mean` (a repeat replaces, bad weights are
   rejected); ``aggregate`` applies the rule to the buffered peers (the mask marks the
   filled slots), keeps the result as the new global parameters and clears the buffer.
-  ``aggregate_stacked(global, tensors, weights, mask, losses)`` applies the rule to a
-  whole stacked cohort (what ``g.gather`` delivers) against ``global``; the rule's state
-  (momenta, control variates) carries over between rounds in the component's state.
+  ``aggregate_stacked(global, tensors, weights, mask, extra)`` applies the rule to a
+  whole stacked cohort (what ``g.gather`` delivers) against ``global``, passing ``extra``
+  as the rule's per-client input where it takes one (``losses`` for ``qfedavg``,
+  ``control_deltas`` for ``scaffold``); the rule's state (momenta, control variates)
+  carries over between rounds in the component's state and ``rule_state`` reads it.
 - :func:`codec_component`: a ``bbjax.compression`` codec as a Codec; randomized codecs
   draw from a key kept in the state.
 - :func:`selector_component`: a ``bbjax.selection`` selector as a PeerSelector; ``sample``
@@ -56,18 +58,23 @@ def rule_aggregator(rule: Any, capacity: int, initial_params: PyTree,
         cleared, _ = buffer.methods["aggregate"](state.buffer)
         return (RuleAggregatorState(cleared, rule_state, new_global), (new_global, total))
 
-    takes_losses = "losses" in inspect.signature(rule.aggregate).parameters
+    extra_name = next((n for n in ("losses", "control_deltas")
+                       if n in inspect.signature(rule.aggregate).parameters), None)
 
-    def aggregate_stacked(state, global_params, tensors, weights, mask, losses):
-        extra = {"losses": losses} if takes_losses else {}
+    def aggregate_stacked(state, global_params, tensors, weights, mask, extra):
+        extra = {extra_name: extra} if extra_name else {}
         new_global, rule_state = rule.aggregate(state.rule_state, global_params, tensors,
                                                 weights, mask, **extra)
         total = jnp.sum(jnp.where(mask, jnp.asarray(weights, jnp.float32), 0.0))
         return (state.replace(rule_state=rule_state, global_params=new_global),
                 (new_global, total))
 
+    def rule_state(state):
+        return state, state.rule_state
+
     return Component(Role.AGGREGATOR, init, {"contribute": contribute, "aggregate": aggregate,
-                                             "aggregate_stacked": aggregate_stacked}, name)
+                                             "aggregate_stacked": aggregate_stacked,
+                                             "rule_state": rule_state}, name)
 
 
 @struct.dataclass

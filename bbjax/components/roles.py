@@ -90,6 +90,9 @@ CONTRACTS: Mapping[Role, Contract] = MappingProxyType(
                 _M("apply_delta", ("delta",), (), "add a pytree delta to the parameters"),
                 _M("loss", ("x", "y"), ("loss",), "the scalar loss on a batch, no update"),
                 _M("train", ("x", "y"), ("loss",), "one optimizer step on a batch; its loss"),
+                _M("load_control", ("control",), (), "set the server's control variate (SCAFFOLD)"),
+                _M("control_update", (), ("delta",),
+                   "update the client's control variate after local training; its change"),
             ),
         ),
         Role.AGGREGATOR: Contract(
@@ -111,10 +114,12 @@ CONTRACTS: Mapping[Role, Contract] = MappingProxyType(
             optional=(
                 _M(
                     "aggregate_stacked",
-                    ("global", "tensors", "weights", "mask", "losses"),
+                    ("global", "tensors", "weights", "mask", "extra"),
                     ("result", "total_weight"),
-                    "combine a whole cohort's stacked tensors at once (what g.gather gives)",
+                    "combine a whole cohort's stacked tensors at once (what g.gather gives); "
+                    "extra: a rule's per-client input (losses, control deltas)",
                 ),
+                _M("rule_state", (), ("state",), "the rule's state (e.g. SCAFFOLD's control)"),
             ),
         ),
         Role.CODEC: Contract(

@@ -17,9 +17,10 @@ from flax import nnx
 
 from bbjax import aggregators
 from bbjax.compiler import Compiled, Compiler
-from bbjax.components import Component, flax_model, padded_data_source, rule_aggregator
+from bbjax.components import (Component, flax_model, padded_data_source, rule_aggregator,
+                              scaffold_model)
 from bbjax.data import FederatedData, load_npz, synthetic, synthetic_iid, train_test_split
-from bbjax.modules import FedAvgRound
+from bbjax.modules import FedAvgRound, ScaffoldRound
 from bbjax.simulation.errors import SimulationError
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
@@ -48,7 +49,8 @@ class FedAvgConfig:
     Each round ``clients_per_round`` of ``num_clients`` clients take ``local_steps`` SGD
     steps of ``batch_size`` examples at ``learning_rate``; the server averages their models
     weighted by example counts, or aggregates them with ``rule`` (a name in ``RULES``,
-    bound as a ``rule_aggregator`` component whose state carries the rule's momenta). Accuracy and loss on the pooled test examples are measured
+    bound as a ``rule_aggregator`` component whose state carries the rule's momenta; or
+    ``"scaffold"``: ``ScaffoldRound`` with ``scaffold_model`` clients). Accuracy and loss on the pooled test examples are measured
     every ``eval_every`` rounds."""
 
     dataset: str = "synthetic"
@@ -86,6 +88,7 @@ CONFIGS = {
     "fedavg-synthetic-iid": FedAvgConfig(dataset="synthetic_iid"),
     "fedadam-synthetic": FedAvgConfig(rule="fedadam", learning_rate=0.003),
     "median-synthetic": FedAvgConfig(rule="median"),
+    "scaffold-synthetic": FedAvgConfig(rule="scaffold"),
 }
 
 
@@ -180,19 +183,29 @@ def build(config: FedAvgConfig) -> Experiment:
         module = _MLP(features, config.hidden, classes, nnx.Rngs(config.seed))
     else:
         raise SimulationError(f"model must be 'logreg' or 'mlp', got {config.model!r}")
-    model = flax_model(module, optax.sgd(config.learning_rate), cross_entropy)
+    if config.rule == "scaffold":
+        model = scaffold_model(module, config.learning_rate, cross_entropy)
+    else:
+        model = flax_model(module, optax.sgd(config.learning_rate), cross_entropy)
     batch = min(config.batch_size, int(train.sizes.min()))
     source = padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch)
     bindings = {"model": model, "data": source}
     if config.rule is None:
         round_module = FedAvgRound(config.local_steps)
+    elif config.rule == "scaffold":
+        n = config.clients_per_round
+        initial = model.init(jax.random.PRNGKey(config.seed)).params
+        rule = aggregators.scaffold(num_clients=config.num_clients)
+        bindings["aggregator"] = rule_aggregator(rule, n, initial)
+        round_module = ScaffoldRound(config.local_steps, num_clients=n)
     elif config.rule in RULES:
         n = config.clients_per_round
         initial = model.init(jax.random.PRNGKey(config.seed)).params
         bindings["aggregator"] = rule_aggregator(RULES[config.rule](n), n, initial)
         round_module = FedAvgRound(config.local_steps, num_clients=n, aggregator=True)
     else:
-        raise SimulationError(f"rule must be one of {sorted(RULES)} or None, got {config.rule!r}")
+        raise SimulationError(f"rule must be one of {sorted([*RULES, 'scaffold'])} or None, "
+                              f"got {config.rule!r}")
     compiler = Compiler()
     for slot, component in bindings.items():
         compiler = compiler.bind(slot, component)

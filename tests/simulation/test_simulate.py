@@ -356,3 +356,44 @@ def test_fedprox_client_model_keeps_clients_near_the_global_model(fedavg):
         local = history.states["client"]["model"].params["out"]["kernel"]
         drift[mu] = float(jnp.mean(jnp.linalg.norm((local - start).reshape(4, -1), axis=1)))
     assert drift[50.0] < 0.5 * drift[0.0]
+
+
+def test_scaffold_round_moves_global_and_control_variates_by_the_paper(fedavg):
+    from bbjax.components import rule_aggregator, scaffold_model
+    from bbjax.modules import ScaffoldRound
+    _, _, source, data = fedavg
+    lr, steps = 0.2, 3
+    model = scaffold_model(Linear(nnx.Rngs(0)), lr, cross_entropy)
+    initial = model.init(jax.random.PRNGKey(0)).params
+    aggregator = rule_aggregator(bbjax.aggregators.scaffold(num_clients=4), 4, initial)
+    bindings = {"model": model, "data": source, "aggregator": aggregator}
+    compiled = (bbjax.Compiler().bind("model", model).bind("data", source)
+                .bind("aggregator", aggregator).compile(ScaffoldRound(steps, num_clients=4)))
+    sim = Simulation(compiled, {"server": 1, "client": _client_peers(data)}, bindings)
+    round_fn = jax.jit(sim.round)
+    states = sim.init(jax.random.PRNGKey(0))
+    flat = lambda tree: np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)])  # noqa
+    x_g = flat(initial)
+    c_i, c = np.zeros((4, x_g.size)), np.zeros(x_g.size)
+    for r in range(2):
+        states, _ = round_fn(states, jax.random.PRNGKey(r))
+        client = states["client"]["model"]
+        y = np.stack([flat(jax.tree.map(lambda a: a[i], client.params)) for i in range(4)])
+        np.testing.assert_allclose(  # clients trained from the global model they were sent
+            np.stack([flat(jax.tree.map(lambda a: a[i], client.opt_state[0].anchor))
+                      for i in range(4)]), np.broadcast_to(x_g, y.shape), rtol=1e-6)
+        np.testing.assert_allclose(  # ... with the server's control they were sent
+            np.stack([flat(jax.tree.map(lambda a: a[i], client.opt_state[0].server_control))
+                      for i in range(4)]), np.broadcast_to(c, y.shape), rtol=1e-5, atol=1e-7)
+        new_c_i = c_i - c + (x_g - y) / (steps * lr)
+        p = np.asarray(data.sizes, np.float64) / np.sum(data.sizes)
+        x_g = x_g + p @ (y - x_g)
+        c = c + (new_c_i - c_i).sum(0) / 4
+        c_i = new_c_i
+        got_c_i = np.stack([flat(jax.tree.map(lambda a: a[i], client.opt_state[0].client_control))
+                            for i in range(4)])
+        np.testing.assert_allclose(got_c_i, c_i, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(flat(states["server"]["aggregator"].rule_state.control), c,
+                                   rtol=1e-4, atol=1e-5)
+        server = jax.tree.map(lambda a: a[0], states["server"]["model"].params)
+        np.testing.assert_allclose(flat(server), x_g, rtol=1e-5, atol=1e-6)

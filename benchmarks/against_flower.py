@@ -6,7 +6,7 @@ of ``batch_size`` each, averaging weighted by example counts, no evaluation) fro
 initial parameters on the same client data:
 
 * bbjax: the jitted round of ``bbjax.simulation.Simulation`` (the program ``simulate`` runs,
-  states donated), compiled ahead and warmed up, timed one round at a time; one block of
+  states donated), warmed up, timed one round at a time; one block of
   rounds before the Flower run and one after.
 * Flower: ``flower_fedavg_app.py`` in its own venv (``benchmarks/.flower-venv``, created from
   ``requirements-flower.txt`` when missing), Flower's simulation runtime on Ray with one
@@ -34,19 +34,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import timing  # noqa: E402
+from fedavg_workload import BbjaxRounds  # noqa: E402
 
 from bbjax.data import FederatedData  # noqa: E402
-from bbjax.simulation import Simulation  # noqa: E402
 from bbjax.simulation.experiment import Experiment, FedAvgConfig, build  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -83,37 +81,6 @@ def accuracy(layers: list[np.ndarray], test: FederatedData) -> float:
     mask = np.asarray(test.mask).reshape(-1)
     hits = np.argmax(logits, -1) == np.asarray(test.y).reshape(-1)
     return float(hits[mask].mean())
-
-
-class BbjaxRounds:
-    """The experiment's jitted round, compiled ahead and warmed up on a copy of the states;
-    ``run`` times rounds one by one, continuing from the last."""
-
-    def __init__(self, experiment: Experiment, key: jax.Array):
-        sim = Simulation(experiment.compiled, experiment.population, experiment.bindings)
-        self.key = key
-        self.states = jax.jit(sim.init)(key, sim.init_args)
-        self.step = jax.jit(sim.round, donate_argnums=0).lower(self.states, key).compile()
-        self.done = 0
-        warm = jax.tree.map(jnp.copy, self.states)
-        for r in range(3):
-            warm, _ = self.step(warm, jax.random.fold_in(key, r))
-        jax.block_until_ready(warm)
-
-    def run(self, rounds: int) -> list[float]:
-        """Seconds of each of ``rounds`` rounds."""
-        seconds = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            self.states, metrics = self.step(self.states, jax.random.fold_in(self.key, self.done))
-            jax.block_until_ready((self.states, metrics))
-            seconds.append(time.perf_counter() - start)
-            self.done += 1
-        return seconds
-
-    def layers(self) -> list[np.ndarray]:
-        """The server model's current dense layers."""
-        return dense_layers(self.states["server"]["model"].params)
 
 
 def run_flower(python: Path, experiment: Experiment, initial: list[np.ndarray], rounds: int,
@@ -171,15 +138,17 @@ def main() -> None:
     print(f"building {config}", flush=True)
     experiment = build(config)
     bbjax_rounds = BbjaxRounds(experiment, jax.random.PRNGKey(config.seed))
-    initial = bbjax_rounds.layers()
-    before = bbjax_rounds.run(args.rounds)
-    bbjax_accuracy = accuracy(bbjax_rounds.layers(), experiment.test)
-    before += bbjax_rounds.run(max(args.bbjax_rounds - args.rounds, 0))
+    bbjax_rounds.warm_up(3)
+    initial = dense_layers(bbjax_rounds.states["server"]["model"].params)
+    before = bbjax_rounds.timed(args.rounds)
+    bbjax_accuracy = accuracy(dense_layers(bbjax_rounds.states["server"]["model"].params),
+                              experiment.test)
+    before += bbjax_rounds.timed(max(args.bbjax_rounds - args.rounds, 0))
     print(f"bbjax: {np.median(before):.4f} s/round over {len(before)} rounds; running Flower",
           flush=True)
     flower, flower_layers = run_flower(python, experiment, initial, args.rounds,
                                        args.flower_cpus_per_client)
-    after = bbjax_rounds.run(len(before))
+    after = bbjax_rounds.timed(len(before))
     flower_accuracy = accuracy(flower_layers, experiment.test)
 
     bbjax_s = float(np.median(before + after))

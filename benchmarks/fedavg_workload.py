@@ -5,6 +5,7 @@ states donated from call to call."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import jax
@@ -98,6 +99,22 @@ class BbjaxRounds:
         self.states, metrics = self.round(self.states, self.r)
         self.r += 1
         return metrics
+
+    def warm_up(self, rounds: int) -> None:
+        """Compile and run ``rounds`` rounds on a copy of the states (they do not advance)."""
+        states = jax.tree.map(jnp.copy, self.states)
+        for r in range(rounds):
+            states, _ = self.round(states, r)
+        jax.block_until_ready(states)
+
+    def timed(self, rounds: int) -> list[float]:
+        """Run the next ``rounds`` rounds one by one; the seconds of each."""
+        seconds = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            jax.block_until_ready((self(), self.states))
+            seconds.append(time.perf_counter() - start)
+        return seconds
 
     def global_params(self) -> Any:
         """The server's current global parameters."""

@@ -104,12 +104,17 @@ class Simulation:
         """Each entry's ``Peers.init_args``: the default of :meth:`init`."""
         return {name: dict(peers.init_args) for name, peers in self.groups.items()}
 
-    def init(self, key: jax.Array, init_args: Mapping[str, Mapping[str, tuple]] | None = None
-             ) -> States:
+    @property
+    def inputs(self) -> dict[str, dict[str, Any]]:
+        """Each entry's ``Peers.inputs``: the default of :meth:`init` and :meth:`round`."""
+        return {name: dict(peers.inputs) for name, peers in self.groups.items()}
+
+    def init(self, key: jax.Array, init_args: Mapping[str, Mapping[str, tuple]] | None = None,
+             inputs: Mapping[str, Mapping[str, Any]] | None = None) -> States:
         """Every peer's slot states (from ``init(key_i, *init_args[entry][slot][i])``), after
-        the bootstrap partitions ran once. Pass ``init_args`` (default: the population's)
-        as an argument of a jitted ``init`` so that the data is not baked into the program
-        as constants."""
+        the bootstrap partitions ran once. Pass ``init_args`` and ``inputs`` (default: the
+        population's) as arguments of a jitted ``init`` so that the data is not baked into
+        the program as constants."""
         init_args = self.init_args if init_args is None else init_args
         states: States = {}
         for index, (name, peers) in enumerate(sorted(self.groups.items())):
@@ -120,16 +125,22 @@ class Simulation:
                                                          *init_args[name].get(slot, ()))
                 for i, slot in enumerate(self.slots[name])}
         if self.bootstrap:
-            states, _ = self._run_stages(self.bootstrap, states, jax.random.fold_in(key, -1))
+            states, _ = self._run_stages(self.bootstrap, states, jax.random.fold_in(key, -1),
+                                         self.inputs if inputs is None else inputs)
         return states
 
     # -- one round --------------------------------------------------------------------------
 
-    def round(self, states: States, key: jax.Array) -> tuple[States, dict[str, jax.Array]]:
-        """One round for every peer: the new states and the round's scalar metrics."""
-        return self._run_stages(self.stages, states, key)
+    def round(self, states: States, key: jax.Array,
+              inputs: Mapping[str, Mapping[str, Any]] | None = None
+              ) -> tuple[States, dict[str, jax.Array]]:
+        """One round for every peer: the new states and the round's scalar metrics.
+        ``inputs`` as for :meth:`init`."""
+        return self._run_stages(self.stages, states, key,
+                                self.inputs if inputs is None else inputs)
 
-    def _run_stages(self, stages: list[Stage], states: States, key: jax.Array
+    def _run_stages(self, stages: list[Stage], states: States, key: jax.Array,
+                    inputs: Mapping[str, Mapping[str, Any]]
                     ) -> tuple[States, dict[str, jax.Array]]:
         cohort_key, drop_key = jax.random.split(key)
         running = {}
@@ -142,7 +153,7 @@ class Simulation:
         sent: dict[str, _Sent] = {}
         metrics: dict[str, jax.Array] = {BYTES_SENT: jnp.float32(0)}
         for index, stage in enumerate(stages):
-            self._run_stage(stage, states, running, sent, metrics,
+            self._run_stage(stage, states, inputs[stage.group], running, sent, metrics,
                             jax.random.fold_in(drop_key, index))
         return states, metrics
 
@@ -152,7 +163,8 @@ class Simulation:
         ids = running.get(group)
         return ids if ids is not None else jnp.arange(self.groups[group].count, dtype=jnp.int32)
 
-    def _run_stage(self, stage: Stage, states: States, running: Mapping[str, jax.Array],
+    def _run_stage(self, stage: Stage, states: States, given: Mapping[str, Any],
+                   running: Mapping[str, jax.Array],
                    sent: dict[str, _Sent], metrics: dict, key: jax.Array) -> None:
         peers = self.groups[stage.group]
         ids = running.get(stage.group)
@@ -167,7 +179,7 @@ class Simulation:
                 class_ids = self._class_ids(name[len("peers."):], running)
                 inputs[name] = jnp.broadcast_to(class_ids, (n, class_ids.shape[0]))
             else:
-                value = jnp.asarray(peers.inputs[name])
+                value = jnp.asarray(given[name])
                 inputs[name] = value if ids is None else value[ids]
         active = jnp.ones((n,), bool)
         inbox = {}

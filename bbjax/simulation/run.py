@@ -54,11 +54,11 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     mesh = peer_mesh(devices)
     started = time.perf_counter()
     init_key, run_key = jax.random.split(key)
-    shapes = jax.eval_shape(simulation.init, init_key, simulation.init_args)
+    data = simulation.init_args, simulation.inputs  # jit arguments, not program constants
+    shapes = jax.eval_shape(simulation.init, init_key, *data)
     shardings = state_shardings(shapes, simulation.groups, mesh)
     if initial_states is None:
-        states = jax.jit(simulation.init, out_shardings=shardings)(init_key,
-                                                                   simulation.init_args)
+        states = jax.jit(simulation.init, out_shardings=shardings)(init_key, *data)
     else:
         _check_states(initial_states, shapes)
         if mesh.is_multi_process:  # across processes device_put takes host or global arrays
@@ -75,7 +75,7 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     done = 0
     while done < rounds:
         count = min(rounds_per_call, rounds - done)
-        states, metrics = run_rounds(states, run_key, jnp.int32(done), count)
+        states, metrics = run_rounds(states, run_key, jnp.int32(done), count, data[1])
         chunks.append(jax.device_get(metrics))
         done += count
         if evaluate_jit is not None and (done % eval_every == 0 or done == rounds):
@@ -112,10 +112,9 @@ def _check_states(given: States, expected: States) -> None:
 
 
 def _scan_rounds(simulation: Simulation):
-    def run(states: States, key: jax.Array, first: jax.Array, count: int):
+    def run(states: States, key: jax.Array, first: jax.Array, count: int, inputs: Any):
         def one(states, r):
-            states, metrics = simulation.round(states, jax.random.fold_in(key, r))
-            return states, metrics
+            return simulation.round(states, jax.random.fold_in(key, r), inputs)
         return jax.lax.scan(one, states, first + jnp.arange(count, dtype=jnp.int32))
     return run
 

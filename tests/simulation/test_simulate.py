@@ -267,6 +267,22 @@ def test_single_messages_from_many_peers_need_a_gather():
         Simulation(compiled, {"self": 1, "many": 3, "one": 1}, {"state": holder})
 
 
+def test_a_class_sending_itself_single_messages_is_refused():
+    class Echo(Module):
+        name = "echo"
+
+        def body(self, g: Graph) -> None:
+            nodes = g.peers("node")
+            tick = g.send("tick", jnp.zeros((), jnp.float32), to=nodes)
+            heard = g.send("echo", g.slot("state").value(after=tick), to=nodes)
+            g.slot("state").set(heard)
+
+    holder = _holder()
+    compiled = bbjax.Compiler().bind("state", holder).compile(Echo())
+    with pytest.raises(SimulationError, match="a class exchanging with itself needs g.gather"):
+        Simulation(compiled, {"self": 1, "node": 3}, {"state": holder})
+
+
 def test_missing_graph_input_is_named():
     class Needs(Module):
         name = "needs"

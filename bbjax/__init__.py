@@ -3,7 +3,8 @@
 from bbjax import (aggregators, components, compression, data, errors, modules, onnx, privacy,
                    runtime, selection, simulation)
 from bbjax.compiler import Compiled, Compiler, load
-from bbjax.components import Component, ComponentError, Role
+from bbjax.components import Component, Role
+from bbjax.errors import ComponentError
 from bbjax.dsl import Graph, Module
 from bbjax.simulation import History, Peers, simulate
 

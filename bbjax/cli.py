@@ -75,7 +75,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _parse_override(item: str) -> tuple[str, object]:
     """``FIELD=VALUE`` with VALUE parsed as JSON where it parses, else as a string."""
-    from bbjax.simulation.errors import SimulationError
+    from bbjax.errors import SimulationError
 
     field, sep, text = item.partition("=")
     if not sep or not field:

@@ -1,13 +1,65 @@
-"""Exceptions raised by bbjax. Every error a user can hit derives from :class:`BbjaxError`."""
+"""Every exception bbjax raises, in one hierarchy grouped by pipeline stage.
+
+Catch :class:`BbjaxError` for all of them, a stage's base for one stage::
+
+    BbjaxError
+    ├── IRError                      the JAX <-> ONNX round trip
+    │   ├── ExportError
+    │   ├── LoweringError
+    │   │   └── DataDependentError
+    │   └── TreeCodecError
+    ├── ModuleError                  recording a Module body
+    │   └── UnboundSlotError
+    ├── CompileError                 compiling a Module
+    │   └── CrossClassDataflowError
+    ├── ArtifactError                reading a compiled artifact
+    │   ├── NotCompiledError
+    │   └── PassportError
+    ├── InvalidArgument              a bad parameter or configuration value
+    │   ├── ConfigError
+    │   ├── ComponentError
+    │   ├── AggregatorError
+    │   ├── PrivacyError
+    │   ├── CompressionError
+    │   ├── SelectionError
+    │   └── DataError
+    ├── WireError                    bytes that cross a boundary
+    │   └── EnvelopeError
+    │       ├── TruncatedEnvelope
+    │       ├── OversizedEnvelope
+    │       ├── UnsupportedVersion
+    │       ├── MalformedEnvelope
+    │       ├── TensorEncodeError
+    │       └── TensorDecodeError
+    ├── NodeError                    installing and running a Node
+    │   ├── InstallError
+    │   ├── StepError
+    │   └── SnapshotError
+    ├── SimulationError              running ``simulate``
+    │   └── DivergenceError
+    └── CheckpointError              saving or restoring a simulation checkpoint
+
+A running Node never raises on remote input: what a peer sends wrongly becomes a typed
+event (``docs/runtime.md``).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class BbjaxError(Exception):
     """Base class of every bbjax exception."""
 
 
-class ExportError(BbjaxError):
+# -- the JAX <-> ONNX round trip ----------------------------------------------------------
+
+
+class IRError(BbjaxError):
+    """A function or model could not cross between JAX and ONNX."""
+
+
+class ExportError(IRError):
     """A JAX function could not be exported to ONNX.
 
     ``primitive`` names the JAX primitive at fault (when one is) and ``source`` the user
@@ -25,7 +77,7 @@ class ExportError(BbjaxError):
         super().__init__("; ".join(parts))
 
 
-class LoweringError(BbjaxError):
+class LoweringError(IRError):
     """An ONNX model could not be lowered to JAX (malformed, unsupported or non-jittable).
 
     ``node`` is the node's name, ``op`` its ``domain::op_type``.
@@ -45,5 +97,239 @@ class DataDependentError(LoweringError):
     shape, count or branch). The model runs eagerly on concrete inputs but not under ``jit``."""
 
 
-class UnboundSlotError(BbjaxError):
+class TreeCodecError(IRError):
+    """A pytree structure cannot be written to or read from JSON."""
+
+
+# -- Modules and the compiler -------------------------------------------------------------
+
+
+class ModuleError(BbjaxError):
+    """A Module body is malformed (undeclared input, duplicate output, bad peer set…)."""
+
+
+class UnboundSlotError(ModuleError):
     """A Module calls a slot that no component is bound to; the message names the slot."""
+
+
+class CompileError(BbjaxError):
+    """The Module cannot be compiled; the message names the op, slot or edge at fault."""
+
+
+class CrossClassDataflowError(CompileError):
+    """An op's data inputs live on different peer classes."""
+
+
+class ArtifactError(BbjaxError):
+    """A compiled artifact cannot be used as it is."""
+
+
+class NotCompiledError(ArtifactError):
+    """A model carries no compilation passport."""
+
+
+class PassportError(ArtifactError):
+    """A passport does not match its model (version, bindings, a component's fingerprint or
+    a partition's bytes)."""
+
+
+# -- bad parameters -----------------------------------------------------------------------
+
+
+class InvalidArgument(BbjaxError):
+    """A parameter or configuration value is of the wrong type or out of range; the message
+    names it, the value given and what is allowed."""
+
+
+class ConfigError(InvalidArgument):
+    """A run configuration (a file, ``--set FIELD=VALUE``, a strategy) is invalid.
+
+    ``field`` names the field at fault (when one is).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        super().__init__(message)
+
+
+class ComponentError(InvalidArgument):
+    """A component was built or called against its role's contract.
+
+    ``component`` is the component's name, ``role`` its role's value and ``method`` the
+    method at fault (each when known); the message starts with them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        component: str | None = None,
+        role: str | None = None,
+        method: str | None = None,
+    ):
+        self.component = component
+        self.role = role
+        self.method = method
+        where = []
+        if component is not None:
+            where.append(f"component {component!r}" + (f" ({role})" if role else ""))
+        elif role is not None:
+            where.append(f"role {role}")
+        if method is not None:
+            where.append(f"method {method!r}")
+        super().__init__(", ".join(where) + ": " + message if where else message)
+
+
+class AggregatorError(InvalidArgument):
+    """Invalid hyperparameters, or client inputs whose shapes do not fit the rule."""
+
+
+class PrivacyError(InvalidArgument):
+    """A privacy mechanism or accountant was given invalid parameters."""
+
+
+class CompressionError(InvalidArgument):
+    """A codec was built with invalid parameters or given a tree it cannot encode."""
+
+
+class SelectionError(InvalidArgument):
+    """A client selector was built with invalid parameters."""
+
+
+class DataError(InvalidArgument):
+    """Invalid arguments to a partitioner or generator, or a malformed data file.
+
+    The message names the parameter or the array at fault.
+    """
+
+
+# -- the wire -----------------------------------------------------------------------------
+
+
+class WireError(BbjaxError):
+    """Bytes received from, or values sent to, another process are invalid."""
+
+
+class EnvelopeError(WireError):
+    """Bytes could not be decoded from, or a value encoded to, the wire format.
+
+    ``field`` names the field at fault (e.g. ``"fills[2].payload.length"``); ``offset`` is
+    the byte offset of that field in the input being decoded (``None`` when encoding).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, offset: int | None = None):
+        self.field = field
+        self.offset = offset
+        where = field or ""
+        if offset is not None:
+            where += f" at offset {offset}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), str(self), dict(self.__dict__))
+
+
+def _restore(cls: type[EnvelopeError], message: str, state: dict[str, Any]) -> EnvelopeError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class TruncatedEnvelope(EnvelopeError):
+    """The input ends before the envelope it starts (or declares) does."""
+
+
+class OversizedEnvelope(EnvelopeError):
+    """A size or count exceeds its cap in :class:`~bbjax.runtime.Limits`.
+
+    ``size`` is the size or count seen (or declared), ``limit`` the cap.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        size: int,
+        limit: int,
+        field: str | None = None,
+        offset: int | None = None,
+    ):
+        self.size = size
+        self.limit = limit
+        super().__init__(message, field=field, offset=offset)
+
+
+class UnsupportedVersion(EnvelopeError):
+    """The envelope's format version is not the one this decoder reads.
+
+    ``version`` is the version seen, ``supported`` the one this decoder reads.
+    """
+
+    def __init__(self, version: int, *, supported: int, offset: int):
+        self.version = version
+        self.supported = supported
+        super().__init__(
+            f"format version {version} is not supported (this decoder reads version {supported})",
+            field="version",
+            offset=offset,
+        )
+
+
+class MalformedEnvelope(EnvelopeError):
+    """The bytes are not a valid envelope (bad magic, a length inconsistent with the data,
+    invalid UTF-8, an empty id, bytes left over, checksum mismatch), or a value given to
+    the encoder has the wrong type or range."""
+
+
+class TensorEncodeError(EnvelopeError):
+    """An array (or a dtype and shape) cannot be carried by the tensor format: unsupported
+    dtype, rank or size over the caps, or not convertible to a NumPy array."""
+
+
+class TensorDecodeError(EnvelopeError):
+    """A tensor payload is invalid: unknown dtype code, rank over the cap, byte count that
+    does not match the shape, a bool byte other than 0 or 1, or truncated dims."""
+
+
+# -- Nodes ---------------------------------------------------------------------------------
+
+
+class NodeError(BbjaxError):
+    """A Node could not be installed, stepped or restored."""
+
+
+class InstallError(NodeError):
+    """The targets or bindings given to install do not fit the compiled artifact."""
+
+
+class StepError(NodeError):
+    """A partition step was called with missing states, inputs or messages."""
+
+
+class SnapshotError(NodeError):
+    """Snapshot bytes are malformed or do not fit the installed partitions (structure,
+    shapes and dtypes of every state)."""
+
+
+# -- simulation ----------------------------------------------------------------------------
+
+
+class SimulationError(BbjaxError):
+    """The compiled Module, population or settings given to ``simulate`` do not fit."""
+
+
+class DivergenceError(SimulationError):
+    """A simulated run's loss or model became non-finite.
+
+    ``round`` is the first round (0-based) at which it did; ``history`` the rounds run so far.
+    """
+
+    def __init__(self, message: str, *, round: int, history: Any = None):
+        self.round = round
+        self.history = history
+        super().__init__(message)
+
+
+class CheckpointError(BbjaxError):
+    """A simulation checkpoint is missing, corrupted, or does not fit the run resuming it."""

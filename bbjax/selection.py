@@ -18,11 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from bbjax.errors import BbjaxError
+from bbjax._checks import check_count
+from bbjax.errors import SelectionError
 
-
-class SelectionError(BbjaxError):
-    """A client selector was built with invalid parameters."""
 
 
 class Cohort(NamedTuple):
@@ -50,13 +48,6 @@ def cohort_mask(cohort: Cohort, num_clients: int) -> jax.Array:
     return jnp.zeros(num_clients, bool).at[cohort.indices].max(cohort.valid)
 
 
-def _check_count(name: str, value: int, upper: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise SelectionError(f"{name} must be a positive integer, got {value!r}")
-    if upper is not None and value > upper:
-        raise SelectionError(f"{name} ({value}) must not exceed num_clients ({upper})")
-    return int(value)
-
 
 def _canonical(indices: jax.Array, valid: jax.Array, num_clients: int) -> Cohort:
     order = jnp.argsort(jnp.where(valid, indices, indices + num_clients))
@@ -75,7 +66,7 @@ def _uniform_among(key: jax.Array, eligible: jax.Array, cohort_size: int) -> Coh
 
 def select_all(num_clients: int) -> ClientSelector:
     """Every client, every round."""
-    num_clients = _check_count("num_clients", num_clients)
+    num_clients = check_count("num_clients", num_clients, error=SelectionError)
 
     def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
         del key, round_index
@@ -87,7 +78,7 @@ def select_all(num_clients: int) -> ClientSelector:
 def select_fraction(num_clients: int, fraction: float) -> ClientSelector:
     """A uniform random subset of ``max(1, round(fraction * num_clients))`` clients per
     round, drawn without replacement."""
-    num_clients = _check_count("num_clients", num_clients)
+    num_clients = check_count("num_clients", num_clients, error=SelectionError)
     if not (isinstance(fraction, numbers.Real) and 0.0 < fraction <= 1.0):
         raise SelectionError(f"fraction must be in (0, 1], got {fraction!r}")
     cohort_size = max(1, round(fraction * num_clients))
@@ -116,7 +107,7 @@ def select_by_tags(
             f"got {tags.dtype} {tags.shape}"
         )
     num_clients, num_tags = tags.shape
-    _check_count("num_clients", num_clients)
+    check_count("num_clients", num_clients, error=SelectionError)
     required = tuple(int(t) for t in required)
     bad = [t for t in required if not 0 <= t < num_tags]
     if bad:
@@ -133,7 +124,7 @@ def select_by_tags(
 
         return ClientSelector(num_clients, num_clients, jax.jit(select))
 
-    cohort_size = _check_count("cohort_size", cohort_size, num_clients)
+    cohort_size = check_count("cohort_size", cohort_size, error=SelectionError, upper=num_clients)
 
     def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
         del round_index
@@ -156,7 +147,7 @@ def select_available(
     clients; without it, all online clients (with constant ``p_i = q`` this is Poisson
     sampling at rate ``q``, the sampling the privacy accountant assumes).
     """
-    num_clients = _check_count("num_clients", num_clients)
+    num_clients = check_count("num_clients", num_clients, error=SelectionError)
     if callable(availability):
         probabilities = availability
         out = jax.eval_shape(availability, jnp.int32(0))
@@ -179,7 +170,7 @@ def select_available(
     size = (
         num_clients
         if cohort_size is None
-        else _check_count("cohort_size", cohort_size, num_clients)
+        else check_count("cohort_size", cohort_size, error=SelectionError, upper=num_clients)
     )
 
     def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:

@@ -5,7 +5,9 @@ See :mod:`bbjax.aggregators.base` for the shared conventions and ``docs/algorith
 the table of rules, papers, defaults and Flower names.
 """
 
-from bbjax.aggregators.base import Aggregator, AggregatorError, EmptyState
+from bbjax.aggregators.base import Aggregator, EmptyState
+
+from bbjax.errors import AggregatorError
 from bbjax.aggregators.fedavg import FedAvgMState, fedavg, fedavgm
 from bbjax.aggregators.fedopt import FedOptState, fedadagrad, fedadam, fedyogi
 from bbjax.aggregators.fedprox import fedprox

@@ -30,14 +30,11 @@ import jax
 import jax.numpy as jnp
 
 from bbjax.aggregators.columns import all_finite
-from bbjax.errors import BbjaxError
+from bbjax.errors import AggregatorError
 
 Params = Any
 """A pytree of floating-point arrays: a model's parameters."""
 
-
-class AggregatorError(BbjaxError):
-    """Invalid hyperparameters, or client inputs whose shapes do not fit the rule."""
 
 
 class EmptyState(NamedTuple):

@@ -2,8 +2,7 @@
 
 from bbjax.compiler.compiled import Compiled, load
 from bbjax.compiler.compiler import DEFAULT_PASSES, CompileContext, Compiler, Pass
-from bbjax.compiler.errors import (CompileError, CrossClassDataflowError, NotCompiledError,
-                                   PassportError, UnboundSlotError)
+from bbjax.errors import CompileError, CrossClassDataflowError, NotCompiledError, PassportError, UnboundSlotError
 from bbjax.compiler.passport import verify_passport
 
 __all__ = ["CompileContext", "CompileError", "Compiled", "Compiler", "CrossClassDataflowError",

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-from bbjax.compiler.errors import CompileError
+from bbjax.errors import CompileError
 from bbjax.compiler.passport import verify_passport
 
 

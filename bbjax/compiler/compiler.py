@@ -9,7 +9,7 @@ import onnx
 
 from bbjax.compiler import annotations as ann
 from bbjax.compiler.compiled import Compiled
-from bbjax.compiler.errors import CompileError
+from bbjax.errors import CompileError
 from bbjax.compiler.partition import partition_by_peer_class
 from bbjax.compiler.passport import stamp_passport
 from bbjax.compiler.peer_classes import infer_peer_classes

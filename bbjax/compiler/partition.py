@@ -17,7 +17,7 @@ import onnx
 from onnx import helper
 
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.errors import CompileError
+from bbjax.errors import CompileError
 from bbjax.dsl.graph import next_state_name, state_name
 
 PARTITION_DOMAIN = "ai.bytesandbrains.partition"

@@ -13,7 +13,7 @@ import hashlib
 import onnx
 
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.errors import NotCompiledError, PassportError
+from bbjax.errors import NotCompiledError, PassportError
 
 FORMAT = "v1"
 COMPILED = ann.PREFIX + "compiled"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.errors import CrossClassDataflowError
+from bbjax.errors import CrossClassDataflowError
 from bbjax.dsl.module import PEER_CLASS_KEY
 
 _CLASSLESS = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx
 
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.errors import CompileError
+from bbjax.errors import CompileError
 from bbjax.onnx import domains
 
 

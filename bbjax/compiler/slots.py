@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.errors import CompileError, UnboundSlotError
+from bbjax.errors import CompileError, UnboundSlotError
 
 
 def resolve_slots(model: onnx.ModelProto, context) -> onnx.ModelProto:

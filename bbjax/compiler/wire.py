@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.errors import CompileError
+from bbjax.errors import CompileError
 from bbjax.onnx.domains import GATE as GATE_DOMAIN
 
 RX_GATES = ("DedupGateRx", "PeerHealthGateRx", "BackoffGateRx")

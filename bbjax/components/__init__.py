@@ -7,7 +7,7 @@ components are built by the factories re-exported here.
 from bbjax.components.array_data_source import ArrayDataState, array_data_source
 from bbjax.components.backend import backend
 from bbjax.components.component import Component
-from bbjax.components.errors import ComponentError
+from bbjax.errors import ComponentError
 from bbjax.components.fixed_view_selector import FixedViewState, fixed_view_selector
 from bbjax.components.flax_model import ModelState, flax_model
 from bbjax.components.roles import CONTRACTS, Contract, MethodSpec, Role, contract

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from bbjax.components.component import Component, PyTree
-from bbjax.components.errors import ComponentError, check_count
+from bbjax.errors import ComponentError
+from bbjax._checks import check_count
 from bbjax.components.roles import Role
 from bbjax.components.tree_checks import cast_like, spec_of
 
@@ -46,7 +47,7 @@ def array_data_source(
     leading axes or ``batch_size`` outside ``[1, num_examples]``.
     """
     role = Role.DATA_SOURCE.value
-    batch_size = check_count("batch_size", batch_size, component=name, role=role)
+    batch_size = check_count("batch_size", batch_size, error=ComponentError, component=name, role=role)
     template = spec_of((x, y))
     sizes = {t.shape[0] if t.shape else 0 for t in jax.tree.leaves(template)}
     if len(sizes) != 1 or 0 in sizes:

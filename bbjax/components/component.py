@@ -19,7 +19,7 @@ from typing import Any
 import jax
 
 import bbjax.onnx.ops  # noqa: F401  (fills the op table that Backend keys are checked against)
-from bbjax.components.errors import ComponentError
+from bbjax.errors import ComponentError
 from bbjax.components.roles import MethodSpec, Role, contract
 from bbjax.onnx.ops.registry import DEFAULT_DOMAINS, OP_TABLE
 

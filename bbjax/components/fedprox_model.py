@@ -14,7 +14,7 @@ import jax
 import optax
 
 from bbjax.components.component import Component, PyTree
-from bbjax.components.errors import ComponentError
+from bbjax.errors import ComponentError
 from bbjax.components.flax_model import flax_model
 from bbjax.components.roles import Role
 

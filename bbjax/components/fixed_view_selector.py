@@ -10,7 +10,8 @@ import numpy as np
 from flax import struct
 
 from bbjax.components.component import Component
-from bbjax.components.errors import ComponentError, check_count
+from bbjax.errors import ComponentError
+from bbjax._checks import check_count
 from bbjax.components.roles import Role
 
 
@@ -50,7 +51,7 @@ def fixed_view_selector(
         )
     num_peers = view.size
     if n is not None:
-        n = check_count("n", n, component=name, role=role)
+        n = check_count("n", n, error=ComponentError, component=name, role=role)
         if n > num_peers:
             raise ComponentError(
                 f"n ({n}) exceeds the view's {num_peers} peers", component=name, role=role

@@ -16,7 +16,7 @@ import optax
 from flax import linen, nnx, struct
 
 from bbjax.components.component import Component, PyTree
-from bbjax.components.errors import ComponentError
+from bbjax.errors import ComponentError
 from bbjax.components.roles import Role
 from bbjax.components.tree_checks import cast_like, spec_of
 

@@ -21,7 +21,8 @@ import numpy as np
 from flax import struct
 
 from bbjax.components.component import Component, PyTree
-from bbjax.components.errors import ComponentError, check_count
+from bbjax.errors import ComponentError
+from bbjax._checks import check_count
 from bbjax.components.roles import Role
 from bbjax.components.tree_checks import cast_like, spec_of
 
@@ -51,14 +52,14 @@ def padded_data_source(x: PyTree, y: PyTree, size: int, batch_size: int,
     ``size`` is not in ``[1, max_size]`` or ``batch_size`` is not positive.
     """
     role = Role.DATA_SOURCE.value
-    batch_size = check_count("batch_size", batch_size, component=name, role=role)
+    batch_size = check_count("batch_size", batch_size, error=ComponentError, component=name, role=role)
     template = spec_of((x, y))
     sizes = {t.shape[0] if t.shape else 0 for t in jax.tree.leaves(template)}
     if len(sizes) != 1 or 0 in sizes:
         raise ComponentError(f"x and y leaves need one shared, non-empty leading axis; got "
                              f"sizes {sorted(sizes)}", component=name, role=role)
     (max_size,) = sizes
-    size = check_count("size", size, component=name, role=role)
+    size = check_count("size", size, error=ComponentError, component=name, role=role)
     if max_size > _LARGEST:
         raise ComponentError(f"{max_size} rows per client is more than the {_LARGEST} this "
                              f"source indexes in int32", component=name, role=role)

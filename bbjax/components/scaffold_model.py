@@ -18,7 +18,7 @@ import optax
 
 from bbjax.aggregators.scaffold import scaffold_control_update, scaffold_gradient
 from bbjax.components.component import Component, PyTree
-from bbjax.components.errors import ComponentError
+from bbjax.errors import ComponentError
 from bbjax.components.flax_model import flax_model
 from bbjax.components.roles import Role
 

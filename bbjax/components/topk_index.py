@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from bbjax.components.component import Component
-from bbjax.components.errors import ComponentError, check_count
+from bbjax.errors import ComponentError
+from bbjax._checks import check_count
 from bbjax.components.roles import Role
 from bbjax.components.status import Status
 
@@ -51,9 +52,9 @@ def topk_index(
     a vector whose shape is not ``(dim,)``.
     """
     role = Role.INDEX.value
-    capacity = check_count("capacity", capacity, component=name, role=role)
-    dim = check_count("dim", dim, component=name, role=role)
-    k = check_count("k", k, component=name, role=role)
+    capacity = check_count("capacity", capacity, error=ComponentError, component=name, role=role)
+    dim = check_count("dim", dim, error=ComponentError, component=name, role=role)
+    k = check_count("k", k, error=ComponentError, component=name, role=role)
     if k > capacity:
         raise ComponentError(f"k ({k}) exceeds capacity ({capacity})", component=name, role=role)
     if metric not in ("cosine", "dot"):

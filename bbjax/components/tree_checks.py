@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from bbjax.components.component import PyTree
-from bbjax.components.errors import ComponentError
+from bbjax.errors import ComponentError
 
 
 def spec_of(tree: PyTree) -> PyTree:

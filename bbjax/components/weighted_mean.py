@@ -18,10 +18,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from bbjax.components.component import Component, PyTree
-from bbjax.components.errors import check_count
+from bbjax._checks import check_count
 from bbjax.components.roles import Role
 from bbjax.components.status import Status
 from bbjax.components.tree_checks import cast_like, spec_of
+from bbjax.errors import ComponentError
 
 
 @struct.dataclass
@@ -45,7 +46,7 @@ def weighted_mean(capacity: int, example_params: PyTree, name: str = "weighted_m
     leaves are cast to ``example_params``' dtypes.
     """
     role = Role.AGGREGATOR.value
-    capacity = check_count("capacity", capacity, component=name, role=role)
+    capacity = check_count("capacity", capacity, error=ComponentError, component=name, role=role)
     template = spec_of(example_params)
 
     def init(key: jax.Array) -> WeightedMeanState:

@@ -5,7 +5,9 @@ Every codec is a :class:`Codec` ``(init, encode, decode)`` whose ``encode`` retu
 payload and its exact size in bytes; see ``docs/privacy_and_compression.md``.
 """
 
-from bbjax.compression.codec import Codec, CompressionError, payload_bytes
+from bbjax.compression.codec import Codec, payload_bytes
+
+from bbjax.errors import CompressionError
 from bbjax.compression.hadamard import RotatedPayload, fwht, hadamard_rotation
 from bbjax.compression.quantization import (
     QuantizedArray,

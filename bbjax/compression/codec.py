@@ -8,13 +8,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from bbjax.errors import BbjaxError
 
 PyTree = Any
 
-
-class CompressionError(BbjaxError):
-    """A codec was built with invalid parameters or given a tree it cannot encode."""
 
 
 class Codec(NamedTuple):

@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bbjax.compression.codec import Codec, CompressionError, PyTree, with_byte_count
+from bbjax.compression.codec import Codec, PyTree, with_byte_count
+
+from bbjax.errors import CompressionError
 
 MAX_BITS = 16
 

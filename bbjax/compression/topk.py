@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import PyTreeDef
 
-from bbjax.compression.codec import Codec, CompressionError, PyTree, with_byte_count
+from bbjax.compression.codec import Codec, PyTree, with_byte_count
+
+from bbjax.errors import CompressionError
 
 
 @functools.partial(

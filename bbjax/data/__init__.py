@@ -7,7 +7,7 @@ See ``docs/data.md`` for the layout and the exact algorithms.
 
 from bbjax.data import partition
 from bbjax.data.batching import Batch, epoch_batches, sample_batch
-from bbjax.data.errors import DataError
+from bbjax.errors import DataError
 from bbjax.data.federated import FederatedData, train_test_split
 from bbjax.data.npz import load_npz, save_npz
 from bbjax.data.synthetic import synthetic, synthetic_iid

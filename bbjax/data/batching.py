@@ -17,7 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bbjax.data.errors import DataError, check_count
+from bbjax.errors import DataError
+from bbjax._checks import check_count
 from bbjax.data.federated import FederatedData
 
 
@@ -36,7 +37,7 @@ def sample_batch(key: jax.Array, client: FederatedData, batch_size: int) -> Batc
     A client with ``n < batch_size`` real examples gives all ``n`` of them in rows
     ``0 .. n - 1`` (in random order) and masked zero rows after; no example is repeated.
     """
-    batch_size = check_count("batch_size", batch_size)
+    batch_size = check_count("batch_size", batch_size, error=DataError)
     mask = _client_mask(client, "sample_batch")
     max_size = mask.shape[0]
     scores = jnp.where(mask, jax.random.uniform(key, (max_size,)), -1.0)
@@ -53,7 +54,7 @@ def epoch_batches(key: jax.Array, client: FederatedData, batch_size: int) -> Bat
     ``n`` rows of the flattened batches; the rest are masked zero rows, so its trailing
     batches may be entirely masked.
     """
-    batch_size = check_count("batch_size", batch_size)
+    batch_size = check_count("batch_size", batch_size, error=DataError)
     mask = _client_mask(client, "epoch_batches")
     max_size = mask.shape[0]
     num_batches = -(-max_size // batch_size)

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 from flax import struct
 
-from bbjax.data.errors import DataError, check_examples, check_numeric
+from bbjax.errors import DataError
+from bbjax.data.checks import check_examples, check_numeric
 from bbjax.data.keys import numpy_rng
 
 Array = Any  # numpy or JAX array

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from bbjax.data.errors import DataError, check_numeric
+from bbjax.errors import DataError
+from bbjax.data.checks import check_numeric
 from bbjax.data.federated import FederatedData, _stack_clients
 
 _PER_CLIENT = re.compile(r"([xy])_(0|[1-9][0-9]*)")

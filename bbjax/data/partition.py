@@ -14,13 +14,9 @@ import numbers
 import jax
 import numpy as np
 
-from bbjax.data.errors import (
-    DataError,
-    check_count,
-    check_examples,
-    check_labels,
-    check_positive,
-)
+from bbjax.errors import DataError
+from bbjax._checks import check_count, check_positive
+from bbjax.data.checks import check_examples, check_labels
 from bbjax.data.federated import FederatedData
 from bbjax.data.keys import numpy_rng
 
@@ -58,7 +54,7 @@ def dirichlet(
     x, y = check_examples(x, y)
     y = check_labels(y)
     num_clients = _check_clients(num_clients, len(x))
-    alpha = check_positive("alpha", alpha)
+    alpha = check_positive("alpha", alpha, error=DataError)
     min_size = _check_min_size(min_size, num_clients, len(x))
     rng = numpy_rng(key)
     by_class = np.argsort(y, kind="stable")
@@ -90,7 +86,7 @@ def shards(
     x, y = check_examples(x, y)
     y = check_labels(y)
     num_clients = _check_clients(num_clients, len(x))
-    per_client = check_count("shards_per_client", shards_per_client)
+    per_client = check_count("shards_per_client", shards_per_client, error=DataError)
     num_shards = num_clients * per_client
     if num_shards > len(x):
         raise DataError(
@@ -121,7 +117,7 @@ def quantity_skew(
     """
     x, y = check_examples(x, y)
     num_clients = _check_clients(num_clients, len(x))
-    alpha = check_positive("alpha", alpha)
+    alpha = check_positive("alpha", alpha, error=DataError)
     min_size = _check_min_size(min_size, num_clients, len(x))
     rng = numpy_rng(key)
     order = rng.permutation(len(x))
@@ -136,7 +132,7 @@ def _assign(x: np.ndarray, y: np.ndarray, parts: list[np.ndarray]) -> FederatedD
 
 
 def _check_clients(num_clients: int, num_examples: int) -> int:
-    num_clients = check_count("num_clients", num_clients)
+    num_clients = check_count("num_clients", num_clients, error=DataError)
     if num_clients > num_examples:
         raise DataError(
             f"num_clients ({num_clients}) must not exceed the number of examples ({num_examples})"

@@ -25,7 +25,8 @@ import numbers
 
 import numpy as np
 
-from bbjax.data.errors import DataError, check_count, check_nonnegative
+from bbjax.errors import DataError
+from bbjax._checks import check_count, check_nonnegative
 from bbjax.data.federated import FederatedData
 
 
@@ -46,8 +47,8 @@ def synthetic(
     ``max_size`` caps each client's size (a deviation from the paper that bounds the
     padding). Raises :class:`DataError` naming an invalid argument.
     """
-    alpha = check_nonnegative("alpha", alpha)
-    beta = check_nonnegative("beta", beta)
+    alpha = check_nonnegative("alpha", alpha, error=DataError)
+    beta = check_nonnegative("beta", beta, error=DataError)
     rs, sizes, d, k = _start(num_clients, seed, num_features, num_classes, max_size)
     u = rs.normal(0, alpha, len(sizes))
     b_mean = rs.normal(0, beta, len(sizes))
@@ -82,14 +83,14 @@ def _start(
     num_clients: int, seed: int, num_features: int, num_classes: int, max_size: int | None
 ) -> tuple[np.random.RandomState, np.ndarray, int, int]:
     """The generator and the client sizes, the first draws of both variants."""
-    num_clients = check_count("num_clients", num_clients)
-    d = check_count("num_features", num_features)
-    k = check_count("num_classes", num_classes)
+    num_clients = check_count("num_clients", num_clients, error=DataError)
+    d = check_count("num_features", num_features, error=DataError)
+    k = check_count("num_classes", num_classes, error=DataError)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (
         0 <= seed < 2**32
     ):
         raise DataError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    cap = None if max_size is None else check_count("max_size", max_size)
+    cap = None if max_size is None else check_count("max_size", max_size, error=DataError)
     rs = np.random.RandomState(int(seed))
     sizes = rs.lognormal(4, 2, num_clients).astype(np.int64) + 50
     return rs, sizes if cap is None else np.minimum(sizes, cap), d, k

@@ -1,6 +1,6 @@
 """The authoring surface: Modules, their Graph recorder, peer sets."""
 
-from bbjax.dsl.errors import ModuleError, UnboundSlotError
+from bbjax.errors import ModuleError, UnboundSlotError
 from bbjax.dsl.graph import Graph, PeerSet
 from bbjax.dsl.module import Module
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bbjax.components import Component, Role
-from bbjax.dsl.errors import ModuleError, UnboundSlotError
+from bbjax.errors import ModuleError, UnboundSlotError
 from bbjax.dsl.primitives import TOKEN, gather_p, send_p, slot_call_p
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import onnx
 
 from bbjax.components import Component
 from bbjax.dsl import onnx_plugins  # noqa: F401  (registers the DSL's export plugins)
-from bbjax.dsl.errors import ModuleError
+from bbjax.errors import ModuleError
 from bbjax.dsl.graph import Graph
 from bbjax.onnx.export import export
 

@@ -18,7 +18,8 @@ from bbjax.errors import ExportError
 from bbjax.onnx import domains, jax2onnx_overrides, metadata
 from bbjax.onnx.jaxpr_rewrite import prepare_for_onnx, source_of
 from bbjax.onnx.random_primitives import impl_name
-from bbjax.onnx.treedef import TreeCodecError, treedef_to_json
+from bbjax.onnx.treedef import treedef_to_json
+from bbjax.errors import TreeCodecError
 
 DEFAULT_OPSET = 23
 

@@ -15,7 +15,8 @@ from bbjax.onnx import metadata
 from bbjax.onnx.dtypes import jax_dtype
 from bbjax.onnx.interpreter import Interpreter
 from bbjax.onnx.ops import registry
-from bbjax.onnx.treedef import TreeCodecError, treedef_from_json
+from bbjax.onnx.treedef import treedef_from_json
+from bbjax.errors import TreeCodecError
 
 
 def supported_ops() -> frozenset[tuple[str, str]]:

@@ -16,14 +16,11 @@ from typing import Any
 import jax
 from jax.tree_util import PyTreeDef
 
-from bbjax.errors import BbjaxError
+from bbjax.errors import TreeCodecError
 
 _BUILTINS = {tuple: "tuple", list: "list", dict: "dict", type(None): "None"}
 _BUILTINS_BY_NAME = {name: t for t, name in _BUILTINS.items()}
 
-
-class TreeCodecError(BbjaxError):
-    """A pytree structure cannot be written to or read from JSON."""
 
 
 def _encode_aux(value: Any, owner: str) -> Any:

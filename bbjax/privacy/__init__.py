@@ -20,7 +20,7 @@ from bbjax.privacy.clipping import (
     global_norm,
     server_side_fixed_clipping,
 )
-from bbjax.privacy.errors import PrivacyError
+from bbjax.errors import PrivacyError
 from bbjax.privacy.gaussian import (
     add_gaussian_noise,
     analytic_gaussian_stddev,

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from bbjax.privacy.errors import PrivacyError, check_count, check_nonnegative, check_open_unit
+from bbjax.errors import PrivacyError
+from bbjax._checks import check_count, check_nonnegative, check_open_unit
 
 
 class PrivacySpent(NamedTuple):
@@ -62,10 +63,10 @@ def sampled_gaussian_accountant(
     not the update share ``z_Δ``); ``sample_rate`` is ``q`` in (0, 1]; ``orders`` are the
     RDP orders (> 1) searched, by default dp-accounting's.
     """
-    z = check_nonnegative("noise_multiplier", noise_multiplier)
+    z = check_nonnegative("noise_multiplier", noise_multiplier, error=PrivacyError)
     if not 0.0 < sample_rate <= 1.0:
         raise PrivacyError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-    target_delta = check_open_unit("delta", delta)
+    target_delta = check_open_unit("delta", delta, error=PrivacyError)
     if orders is not None:
         orders = tuple(float(a) for a in orders)
         if not orders or min(orders) <= 1.0:
@@ -77,7 +78,7 @@ def sampled_gaussian_accountant(
         return PrivacySpent(0, 0.0, target_delta, None)
 
     def step(spent: PrivacySpent, rounds: int = 1) -> PrivacySpent:
-        total = spent.rounds + check_count("rounds", rounds)
+        total = spent.rounds + check_count("rounds", rounds, error=PrivacyError)
         accountant = dpa.rdp.RdpAccountant(orders)
         accountant.compose(event, total)
         epsilon, order = accountant.get_epsilon_and_optimal_order(target_delta)

@@ -21,13 +21,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from bbjax.privacy.clipping import CentralDP, DPState, clip_by_global_norm
-from bbjax.privacy.errors import (
-    PrivacyError,
-    check_closed_unit,
-    check_count,
-    check_nonnegative,
-    check_positive,
-)
+from bbjax.errors import PrivacyError
+from bbjax._checks import check_closed_unit, check_count, check_nonnegative, check_positive
 from bbjax.privacy.gaussian import central_noise_stddev, noised_mean
 
 PyTree = Any
@@ -43,8 +38,8 @@ class ClippedUpdate(NamedTuple):
 def update_noise_multiplier(noise_multiplier: float, clipped_count_stddev: float) -> float:
     """``z_Δ = (z⁻² − (2σ_b)⁻²)^(-1/2)``: the update noise that, with count noise ``σ_b``,
     spends the same privacy as one Gaussian query with multiplier ``z`` (0 when ``z = 0``)."""
-    z = check_nonnegative("noise_multiplier", noise_multiplier)
-    sigma_b = check_nonnegative("clipped_count_stddev", clipped_count_stddev)
+    z = check_nonnegative("noise_multiplier", noise_multiplier, error=PrivacyError)
+    sigma_b = check_nonnegative("clipped_count_stddev", clipped_count_stddev, error=PrivacyError)
     if z == 0.0:
         return 0.0
     if z >= 2.0 * sigma_b:
@@ -74,14 +69,14 @@ def _adaptive_clipping(
     clipped_count_stddev: float | None,
     clip_on_client: bool,
 ) -> CentralDP:
-    z = check_nonnegative("noise_multiplier", noise_multiplier)
-    m = check_count("num_sampled_clients", num_sampled_clients)
-    c0 = check_positive("initial_clipping_norm", initial_clipping_norm)
-    gamma = check_closed_unit("target_quantile", target_quantile)
-    lr = check_positive("clip_norm_lr", clip_norm_lr)
+    z = check_nonnegative("noise_multiplier", noise_multiplier, error=PrivacyError)
+    m = check_count("num_sampled_clients", num_sampled_clients, error=PrivacyError)
+    c0 = check_positive("initial_clipping_norm", initial_clipping_norm, error=PrivacyError)
+    gamma = check_closed_unit("target_quantile", target_quantile, error=PrivacyError)
+    lr = check_positive("clip_norm_lr", clip_norm_lr, error=PrivacyError)
     if clipped_count_stddev is None:
         clipped_count_stddev = m / 20.0 if z > 0 else 0.0
-    sigma_b = check_nonnegative("clipped_count_stddev", clipped_count_stddev)
+    sigma_b = check_nonnegative("clipped_count_stddev", clipped_count_stddev, error=PrivacyError)
     z_update = update_noise_multiplier(z, sigma_b)
 
     def init() -> DPState:

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from bbjax.privacy.errors import check_count, check_nonnegative, check_positive
+from bbjax._checks import check_count, check_nonnegative, check_positive
 from bbjax.privacy.gaussian import central_noise_stddev, noised_mean
+from bbjax.errors import PrivacyError
 
 PyTree = Any
 
@@ -56,9 +57,9 @@ def clip_by_global_norm(tree: PyTree, clipping_norm: ArrayLike) -> tuple[PyTree,
 def _fixed_clipping(
     noise_multiplier: float, clipping_norm: float, num_sampled_clients: int, clip_on_client: bool
 ) -> CentralDP:
-    z = check_nonnegative("noise_multiplier", noise_multiplier)
-    c = check_positive("clipping_norm", clipping_norm)
-    n = check_count("num_sampled_clients", num_sampled_clients)
+    z = check_nonnegative("noise_multiplier", noise_multiplier, error=PrivacyError)
+    c = check_positive("clipping_norm", clipping_norm, error=PrivacyError)
+    n = check_count("num_sampled_clients", num_sampled_clients, error=PrivacyError)
 
     def init() -> DPState:
         return DPState(jnp.float32(c))

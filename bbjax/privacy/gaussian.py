@@ -11,12 +11,8 @@ import numpy as np
 from jax.typing import ArrayLike
 from scipy import special
 
-from bbjax.privacy.errors import (
-    PrivacyError,
-    check_nonnegative,
-    check_open_unit,
-    check_positive,
-)
+from bbjax.errors import PrivacyError
+from bbjax._checks import check_nonnegative, check_open_unit, check_positive
 
 PyTree = Any
 
@@ -72,9 +68,9 @@ def noised_mean(
 
 
 def _check_epsilon_delta(epsilon: float, delta: float, sensitivity: float) -> None:
-    check_positive("epsilon", epsilon)
-    check_nonnegative("sensitivity", sensitivity)
-    check_open_unit("delta", delta)
+    check_positive("epsilon", epsilon, error=PrivacyError)
+    check_nonnegative("sensitivity", sensitivity, error=PrivacyError)
+    check_open_unit("delta", delta, error=PrivacyError)
 
 
 def classic_gaussian_stddev(epsilon: float, delta: float, sensitivity: float) -> float:

@@ -8,7 +8,8 @@ from typing import Any, Literal, NamedTuple
 import jax
 
 from bbjax.privacy.clipping import clip_by_global_norm
-from bbjax.privacy.errors import PrivacyError, check_positive
+from bbjax.errors import PrivacyError
+from bbjax._checks import check_positive
 from bbjax.privacy.gaussian import (
     add_gaussian_noise,
     analytic_gaussian_stddev,
@@ -42,7 +43,7 @@ def local_gaussian(
     (Balle & Wang 2018); ``"classic"`` gives ``Δ · sqrt(2 ln(1.25/δ)) / ε`` (Dwork & Roth,
     ε < 1; the noise of Flower's ``LocalDpMod``).
     """
-    c = check_positive("clipping_norm", clipping_norm)
+    c = check_positive("clipping_norm", clipping_norm, error=PrivacyError)
     delta_l2 = 2.0 * c if sensitivity is None else sensitivity
     if calibration == "analytic":
         stddev = analytic_gaussian_stddev(epsilon, delta, delta_l2)

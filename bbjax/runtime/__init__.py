@@ -14,15 +14,7 @@ from bbjax.runtime.envelope import (
     decode,
     encode,
 )
-from bbjax.runtime.errors import (
-    EnvelopeError,
-    MalformedEnvelope,
-    OversizedEnvelope,
-    TensorDecodeError,
-    TensorEncodeError,
-    TruncatedEnvelope,
-    UnsupportedVersion,
-)
+from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TensorDecodeError, TensorEncodeError, TruncatedEnvelope, UnsupportedVersion
 from bbjax.runtime.tensor_codec import (
     decode_tensor,
     encode_tensor,

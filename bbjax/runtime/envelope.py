@@ -14,13 +14,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from bbjax.runtime.errors import (
-    EnvelopeError,
-    MalformedEnvelope,
-    OversizedEnvelope,
-    TruncatedEnvelope,
-    UnsupportedVersion,
-)
+from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TruncatedEnvelope, UnsupportedVersion
 
 MAGIC = b"BBJE"
 FORMAT_VERSION = 1

@@ -6,17 +6,16 @@ from typing import Mapping, Sequence
 
 import jax
 
-from bbjax.compiler import Compiled, PassportError, verify_passport
+from bbjax.compiler import Compiled, verify_passport
+
+from bbjax.errors import PassportError
 from bbjax.compiler import annotations as ann
 from bbjax.compiler.passport import BINDING
 from bbjax.components import Component
-from bbjax.errors import BbjaxError
+from bbjax.errors import BbjaxError, InstallError
 from bbjax.runtime.node import Node, NodeConfig, port_spec
 from bbjax.runtime.step import PartitionStep
 
-
-class InstallError(BbjaxError):
-    """The targets or bindings given to install do not fit the compiled artifact."""
 
 
 def install(peer: int, compiled: Compiled, targets: Sequence[str],

@@ -23,7 +23,7 @@ import numpy as np
 from bbjax.errors import BbjaxError
 from bbjax.onnx.dtypes import numpy_dtype
 from bbjax.runtime.envelope import DEFAULT_LIMITS, Envelope, Fill, Limits, decode, encode
-from bbjax.runtime.errors import EnvelopeError
+from bbjax.errors import EnvelopeError
 from bbjax.runtime.peer_health import PeerHealth
 from bbjax.runtime.step import PartitionStep
 from bbjax.runtime.tensor_codec import decode_tensor, encode_tensor, fnv1a64, type_hash

@@ -23,14 +23,11 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from bbjax.compiler import Compiled
-from bbjax.errors import BbjaxError
+from bbjax.errors import SnapshotError
 from bbjax.runtime.envelope import Limits
 
 FORMAT = 1
 
-
-class SnapshotError(BbjaxError):
-    """Snapshot bytes are malformed or do not fit the given bindings."""
 
 
 def dump(node: Any) -> bytes:

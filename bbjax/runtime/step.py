@@ -17,12 +17,9 @@ import numpy as np
 from bbjax.compiler import Compiled
 from bbjax.compiler import annotations as ann
 from bbjax.components import Component
-from bbjax.errors import BbjaxError
+from bbjax.errors import StepError
 from bbjax.onnx import lower
 
-
-class StepError(BbjaxError):
-    """A partition step was called with missing states, inputs or messages."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from bbjax.runtime.envelope import DEFAULT_LIMITS, Limits, byte_view
-from bbjax.runtime.errors import TensorDecodeError, TensorEncodeError
+from bbjax.errors import TensorDecodeError, TensorEncodeError
 
 # (code, canonical name, dtype); the codes are ONNX TensorProto.DataType values.
 _DTYPES: tuple[tuple[int, str, np.dtype], ...] = (

@@ -2,7 +2,7 @@
 jitted program (see ``docs/simulation.md``)."""
 
 from bbjax.simulation.engine import BYTES_SENT, Simulation
-from bbjax.simulation.errors import SimulationError
+from bbjax.errors import SimulationError
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
 from bbjax.simulation.run import simulate

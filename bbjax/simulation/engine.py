@@ -26,7 +26,7 @@ import numpy as np
 from bbjax.compiler import Compiled
 from bbjax.compiler import annotations as ann
 from bbjax.components import Component
-from bbjax.simulation.errors import SimulationError
+from bbjax.errors import SimulationError
 from bbjax.simulation.exchange import PEER_AXIS, SimulatedRuntime
 from bbjax.simulation.population import Peers, resolve_groups
 from bbjax.simulation.schedule import Stage, build_stages

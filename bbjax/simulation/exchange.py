@@ -13,7 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bbjax.runtime.step import StepError, StepRuntime
+from bbjax.runtime.step import StepRuntime
+
+from bbjax.errors import StepError
 
 PEER_AXIS = "peers"
 

@@ -21,7 +21,7 @@ from bbjax.components import (Component, flax_model, padded_data_source, rule_ag
                               scaffold_model)
 from bbjax.data import FederatedData, load_npz, synthetic, synthetic_iid, train_test_split
 from bbjax.modules import FedAvgRound, ScaffoldRound
-from bbjax.simulation.errors import SimulationError
+from bbjax.errors import SimulationError
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
 from bbjax.simulation.run import simulate

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from bbjax.compiler import annotations as ann
-from bbjax.simulation.errors import SimulationError
+from bbjax.errors import SimulationError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 from bbjax.compiler import Compiled
 from bbjax.components import Component
 from bbjax.simulation.engine import Simulation, States
-from bbjax.simulation.errors import SimulationError
+from bbjax.errors import SimulationError
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
 from bbjax.simulation.sharding import peer_mesh, replicated, state_shardings

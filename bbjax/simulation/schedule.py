@@ -8,8 +8,9 @@ from typing import Mapping
 from bbjax.compiler import Compiled
 from bbjax.compiler import annotations as ann
 from bbjax.components import Component
-from bbjax.runtime.step import PartitionStep, StepError
-from bbjax.simulation.errors import SimulationError
+from bbjax.runtime.step import PartitionStep
+from bbjax.errors import StepError
+from bbjax.errors import SimulationError
 
 
 @dataclass(frozen=True)

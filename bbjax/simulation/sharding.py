@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bbjax.simulation.errors import SimulationError
+from bbjax.errors import SimulationError
 from bbjax.simulation.population import Peers
 
 MESH_AXIS = "peers"

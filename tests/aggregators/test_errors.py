@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import bbjax.aggregators as agg
-from bbjax.aggregators import AggregatorError, EmptyState
+from bbjax.aggregators import EmptyState
+from bbjax.errors import AggregatorError
 from bbjax.errors import BbjaxError
 from .common import cohort
 

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import onnx
 import pytest
 
-from bbjax.compiler import (CompileError, Compiler, CrossClassDataflowError, NotCompiledError,
-                            Pass, PassportError, UnboundSlotError, load, verify_passport)
+from bbjax.compiler import Compiler, Pass, load, verify_passport
+
+from bbjax.errors import CompileError, CrossClassDataflowError, NotCompiledError, PassportError, UnboundSlotError
 from bbjax.compiler import annotations as ann
 from bbjax.compiler.passport import COMPILED, COMPILER
 from bbjax.components import weighted_mean

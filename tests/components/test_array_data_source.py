@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.components import ComponentError, array_data_source
+from bbjax.components import array_data_source
+
+from bbjax.errors import ComponentError
 
 
 def _source(n, batch_size):

@@ -9,14 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bbjax.components import (
-    CONTRACTS,
-    Component,
-    ComponentError,
-    Role,
-    backend,
-    contract,
-)
+from bbjax.components import CONTRACTS, Component, Role, backend, contract
+
+from bbjax.errors import ComponentError
 from bbjax.errors import BbjaxError
 
 

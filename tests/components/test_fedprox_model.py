@@ -10,7 +10,8 @@ import pytest
 from flax import nnx
 
 from bbjax.aggregators import fedprox
-from bbjax.components import ComponentError, fedprox_model, flax_model
+from bbjax.components import fedprox_model, flax_model
+from bbjax.errors import ComponentError
 
 
 class Net(nnx.Module):

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.components import ComponentError, fixed_view_selector
+from bbjax.components import fixed_view_selector
+
+from bbjax.errors import ComponentError
 
 VIEW = [3, 17, 4, 99, 0, 12, 8]
 N = 3

@@ -11,7 +11,9 @@ import optax
 import pytest
 from flax import linen, nnx
 
-from bbjax.components import ComponentError, flax_model
+from bbjax.components import flax_model
+
+from bbjax.errors import ComponentError
 
 X = jax.random.normal(jax.random.key(1), (32, 3))
 Y = X @ jnp.array([[1.0], [-2.0], [0.5]]) + 0.3

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bbjax.components import ComponentError, padded_data_source
+from bbjax.components import padded_data_source
+
+from bbjax.errors import ComponentError
 
 
 def _padded(size: int, max_size: int = 12):

@@ -10,7 +10,9 @@ import optax
 import pytest
 from flax import nnx
 
-from bbjax.components import ComponentError, flax_model, scaffold_model
+from bbjax.components import flax_model, scaffold_model
+
+from bbjax.errors import ComponentError
 
 
 class Linear(nnx.Module):

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.components import ComponentError, Status, topk_index
+from bbjax.components import Status, topk_index
+
+from bbjax.errors import ComponentError
 
 CAPACITY, DIM, K = 5, 3, 3
 INDEXES = {metric: topk_index(CAPACITY, DIM, K, metric) for metric in ("cosine", "dot")}

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.components import ComponentError, Status, weighted_mean
+from bbjax.components import Status, weighted_mean
+
+from bbjax.errors import ComponentError
 
 CAPACITY = 3
 EXAMPLE = {"w": jnp.zeros((2, 3)), "b": jnp.zeros((3,))}

@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 from scipy.linalg import hadamard
 
-from bbjax.compression import (
-    CompressionError,
-    fwht,
-    hadamard_rotation,
-    stochastic_quantization,
-    top_k,
-    uniform_quantization,
-)
+from bbjax.compression import fwht, hadamard_rotation, stochastic_quantization, top_k, uniform_quantization
+
+from bbjax.errors import CompressionError
 
 SHAPES = {"w": (6, 5), "b": (5,), "x": (64,), "k": (2, 3, 3), "s": ()}
 

@@ -7,14 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.compression import (
-    CompressionError,
-    pack_bits,
-    payload_bytes,
-    stochastic_quantization,
-    uniform_quantization,
-    unpack_bits,
-)
+from bbjax.compression import pack_bits, payload_bytes, stochastic_quantization, uniform_quantization, unpack_bits
+
+from bbjax.errors import CompressionError
 
 SHAPES = {"w": (6, 5), "b": (5,), "x": (33,), "k": (2, 3, 4), "s": ()}
 

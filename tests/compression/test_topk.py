@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.compression import CompressionError, payload_bytes, top_k
+from bbjax.compression import payload_bytes, top_k
+
+from bbjax.errors import CompressionError
 
 SHAPES = [{"w": (6, 5), "b": (5,), "k": (2, 3, 4), "s": ()}, {"x": (300,), "y": (2, 2)}]
 

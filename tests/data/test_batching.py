@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.data import DataError, FederatedData, epoch_batches, sample_batch
+from bbjax.data import FederatedData, epoch_batches, sample_batch
+
+from bbjax.errors import DataError
 
 MAX_SIZE, BATCH = 12, 5
 

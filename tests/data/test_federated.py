@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.data import DataError, FederatedData, train_test_split
+from bbjax.data import FederatedData, train_test_split
+
+from bbjax.errors import DataError
 from bbjax.errors import BbjaxError
 
 

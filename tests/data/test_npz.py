@@ -4,7 +4,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bbjax.data import DataError, FederatedData, load_npz, save_npz, synthetic
+from bbjax.data import FederatedData, load_npz, save_npz, synthetic
+
+from bbjax.errors import DataError
 
 
 def _assert_equal(a, b):

@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.data import DataError, partition
+from bbjax.data import partition
+
+from bbjax.errors import DataError
 from bbjax.data.keys import numpy_rng
 
 

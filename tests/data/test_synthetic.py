@@ -3,7 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from bbjax.data import DataError, synthetic, synthetic_iid
+from bbjax.data import synthetic, synthetic_iid
+
+from bbjax.errors import DataError
 
 
 def _reference(alpha, beta, iid, num_users, seed, dimension=60, num_class=10):

@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 from bbjax.components import array_data_source, fixed_view_selector, flax_model
-from bbjax.dsl import Module, ModuleError, UnboundSlotError
+from bbjax.dsl import Module
+from bbjax.errors import ModuleError, UnboundSlotError
 from bbjax.onnx import domains
 
 

@@ -5,7 +5,9 @@ import optax
 import pytest
 from flax import nnx
 
-from bbjax.onnx.treedef import TreeCodecError, treedef_from_json, treedef_to_json
+from bbjax.onnx.treedef import treedef_from_json, treedef_to_json
+
+from bbjax.errors import TreeCodecError
 
 
 @pytest.mark.parametrize("tree", [

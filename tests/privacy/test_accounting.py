@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from scipy.special import gammaln, logsumexp
 
-from bbjax.privacy import PrivacyError, sampled_gaussian_accountant
+from bbjax.privacy import sampled_gaussian_accountant
+
+from bbjax.errors import PrivacyError
 
 pytest.importorskip("dp_accounting")
 

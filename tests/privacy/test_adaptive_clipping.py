@@ -5,12 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bbjax.privacy import (
-    PrivacyError,
-    client_side_adaptive_clipping,
-    server_side_adaptive_clipping,
-    update_noise_multiplier,
-)
+from bbjax.privacy import client_side_adaptive_clipping, server_side_adaptive_clipping, update_noise_multiplier
+
+from bbjax.errors import PrivacyError
 
 from ._stats import assert_normal
 

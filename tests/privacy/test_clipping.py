@@ -5,13 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.privacy import (
-    PrivacyError,
-    client_side_fixed_clipping,
-    clip_by_global_norm,
-    global_norm,
-    server_side_fixed_clipping,
-)
+from bbjax.privacy import client_side_fixed_clipping, clip_by_global_norm, global_norm, server_side_fixed_clipping
+
+from bbjax.errors import PrivacyError
 
 from ._stats import assert_normal
 

@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bbjax.privacy import (
-    PrivacyError,
-    add_gaussian_noise,
-    analytic_gaussian_stddev,
-    central_noise_stddev,
-    classic_gaussian_stddev,
-    gaussian_delta,
-    noised_mean,
-)
+from bbjax.privacy import add_gaussian_noise, analytic_gaussian_stddev, central_noise_stddev, classic_gaussian_stddev, gaussian_delta, noised_mean
+
+from bbjax.errors import PrivacyError
 
 from ._stats import assert_normal
 

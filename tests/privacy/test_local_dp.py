@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from bbjax.privacy import PrivacyError, analytic_gaussian_stddev, local_gaussian
+from bbjax.privacy import analytic_gaussian_stddev, local_gaussian
+
+from bbjax.errors import PrivacyError
 
 from ._stats import assert_normal
 

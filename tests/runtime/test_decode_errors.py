@@ -6,18 +6,9 @@ import struct
 
 import pytest
 
-from bbjax.runtime import (
-    Envelope,
-    EnvelopeError,
-    Fill,
-    Limits,
-    MalformedEnvelope,
-    OversizedEnvelope,
-    TruncatedEnvelope,
-    UnsupportedVersion,
-    decode,
-    encode,
-)
+from bbjax.runtime import Envelope, Fill, Limits, decode, encode
+
+from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TruncatedEnvelope, UnsupportedVersion
 
 from .strategies import WIDE_LIMITS, reseal
 

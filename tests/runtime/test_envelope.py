@@ -9,18 +9,8 @@ import pytest
 from hypothesis import given, settings
 
 from bbjax.errors import BbjaxError
-from bbjax.runtime import (
-    DEFAULT_LIMITS,
-    Envelope,
-    EnvelopeError,
-    Fill,
-    Limits,
-    MalformedEnvelope,
-    OversizedEnvelope,
-    UnsupportedVersion,
-    decode,
-    encode,
-)
+from bbjax.runtime import DEFAULT_LIMITS, Envelope, Fill, Limits, decode, encode
+from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, UnsupportedVersion
 
 from .strategies import envelopes
 

@@ -11,21 +11,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bbjax.runtime import (
-    MAGIC,
-    Envelope,
-    EnvelopeError,
-    Fill,
-    Limits,
-    MalformedEnvelope,
-    OversizedEnvelope,
-    TensorDecodeError,
-    TruncatedEnvelope,
-    decode,
-    decode_tensor,
-    encode,
-    encode_tensor,
-)
+from bbjax.runtime import MAGIC, Envelope, Fill, Limits, decode, decode_tensor, encode, encode_tensor
+
+from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TensorDecodeError, TruncatedEnvelope
 
 from .strategies import WIDE_LIMITS, arrays, envelopes, mutations, reseal
 

@@ -7,11 +7,14 @@ import jax
 import numpy as np
 import pytest
 
-from bbjax.compiler import Compiler, PassportError
+from bbjax.compiler import Compiler
+
+from bbjax.errors import PassportError
 from bbjax.compiler.annotations import copy_model as ann_copy
 from bbjax.components import weighted_mean
 from bbjax.dsl import Module
-from bbjax.runtime.install import InstallError, install
+from bbjax.runtime.install import install
+from bbjax.errors import InstallError
 from bbjax.runtime.node import AppOutput, NodeConfig, Outbound, Rejected
 from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
 from tests.runtime.test_step import _direct_client
@@ -127,7 +130,7 @@ def test_snapshot_restores_the_whole_node(setup):
 
 
 def test_bad_snapshot_is_a_snapshot_error(setup):
-    from bbjax.runtime.snapshot import SnapshotError
+    from bbjax.errors import SnapshotError
     _, bindings = setup
     server, _ = _network(setup)
     data = server.snapshot()

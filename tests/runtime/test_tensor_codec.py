@@ -11,16 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from bbjax.runtime import (
-    Limits,
-    TensorDecodeError,
-    TensorEncodeError,
-    decode_tensor,
-    encode_tensor,
-    fnv1a64,
-    tensor_type_name,
-    type_hash,
-)
+from bbjax.runtime import Limits, decode_tensor, encode_tensor, fnv1a64, tensor_type_name, type_hash
+
+from bbjax.errors import TensorDecodeError, TensorEncodeError
 
 from .strategies import DTYPES, arrays
 

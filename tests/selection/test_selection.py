@@ -5,14 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbjax.selection import (
-    SelectionError,
-    cohort_mask,
-    select_all,
-    select_available,
-    select_by_tags,
-    select_fraction,
-)
+from bbjax.selection import cohort_mask, select_all, select_available, select_by_tags, select_fraction
+
+from bbjax.errors import SelectionError
 
 
 def _keys(n, seed=0):

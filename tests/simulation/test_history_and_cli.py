@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bbjax.cli import main
-from bbjax.simulation import History, SimulationError
+from bbjax.simulation import History
+from bbjax.errors import SimulationError
 from bbjax.simulation.experiment import CONFIGS, FedAvgConfig, build, load_config
 
 

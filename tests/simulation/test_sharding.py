@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from bbjax.simulation import SimulationError, peer_mesh
+from bbjax.simulation import peer_mesh
+
+from bbjax.errors import SimulationError
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HOST_DEVICES = 4

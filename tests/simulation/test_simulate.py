@@ -17,7 +17,8 @@ from bbjax.dsl import Graph, Module
 from bbjax.modules import FedAvgRound
 from bbjax.runtime.install import install
 from bbjax.runtime.node import AppOutput, NodeConfig, Outbound
-from bbjax.simulation import Peers, Simulation, SimulationError, simulate
+from bbjax.simulation import Peers, Simulation, simulate
+from bbjax.errors import SimulationError
 
 SERVER, CLIENTS = 0, (1, 2, 3, 4)
 

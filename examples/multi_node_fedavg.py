@@ -23,8 +23,7 @@ from flax import nnx
 
 import bbjax
 from bbjax.modules import FedAvgRound
-from bbjax.runtime.install import install
-from bbjax.runtime.node import AppOutput, NodeConfig, Outbound, Rejected
+from bbjax.runtime import AppOutput, NodeConfig, Outbound, Rejected
 
 SERVER, CLIENTS, FLAKY = 0, (1, 2, 3, 4), 3
 
@@ -50,10 +49,10 @@ def build_network(local_steps: int, module: bbjax.Module | None = None):
     sources = {p: bbjax.components.array_data_source(*shards[p], batch_size=32) for p in CLIENTS}
     compiled = (bbjax.Compiler().bind("model", model).bind("data", sources[CLIENTS[0]])
                 .compile(module or FedAvgRound(local_steps)))
-    server = install(SERVER, compiled, ["fedavg", "fedavg_server"],
+    server = bbjax.install(SERVER, compiled, ["fedavg", "fedavg_server"],
                      {"model": model, "data": sources[CLIENTS[0]]},
                      NodeConfig(peers={"client": CLIENTS, "server": [SERVER]}))
-    clients = {p: install(p, compiled, ["fedavg_client"], {"model": model, "data": sources[p]},
+    clients = {p: bbjax.install(p, compiled, ["fedavg_client"], {"model": model, "data": sources[p]},
                           NodeConfig(peers={"server": [SERVER]})) for p in CLIENTS}
     test_x = np.concatenate([shards[p][0] for p in CLIENTS])
     test_y = np.concatenate([shards[p][1] for p in CLIENTS])

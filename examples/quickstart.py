@@ -16,8 +16,7 @@ import optax
 from flax import nnx
 
 import bbjax
-from bbjax.runtime.install import install
-from bbjax.runtime.node import AppOutput
+from bbjax.runtime import AppOutput
 
 
 class Classifier(nnx.Module):
@@ -56,7 +55,7 @@ def main(steps: int = 60) -> list[float]:
 
     compiled = bbjax.Compiler().bind("model", model).bind("data", data).compile(TrainStep())
     print("partitions:", compiled.partitions)
-    node = install(0, compiled, ["train_step"], {"model": model, "data": data})
+    node = bbjax.install(0, compiled, ["train_step"], {"model": model, "data": data})
 
     losses = []
     for _ in range(steps):

@@ -18,8 +18,7 @@ from flax import nnx
 
 import bbjax
 from bbjax.modules import FedAvgRound
-from bbjax.runtime.install import install
-from bbjax.runtime.node import AppOutput, NodeConfig
+from bbjax.runtime import AppOutput, NodeConfig
 
 
 class MLP(nnx.Module):
@@ -43,7 +42,7 @@ def main(rounds: int = 15, local_steps: int = 10) -> list[float]:
     bindings = {"model": model, "data": source}
     compiled = (bbjax.Compiler().bind("model", model).bind("data", source)
                 .compile(FedAvgRound(local_steps)))
-    node = install(0, compiled, [p.split("#")[0] for p in compiled.partitions], bindings,
+    node = bbjax.install(0, compiled, [p.split("#")[0] for p in compiled.partitions], bindings,
                    NodeConfig(peers={"client": [0], "server": [0]}))
 
     accuracies = []

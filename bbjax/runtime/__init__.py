@@ -1,13 +1,14 @@
-"""The runtime: compiled partitions as pure steps, sans-IO Nodes, and the wire envelope.
+"""The runtime: ``install`` puts compiled partitions on sans-IO Nodes that exchange one
+wire envelope.
 
-Envelope decoding is total: malformed bytes raise an
-:class:`~bbjax.runtime.errors.EnvelopeError`, never anything else (``docs/envelope.md``).
+Envelope decoding is total: malformed bytes raise an :class:`~bbjax.errors.EnvelopeError`,
+never anything else (``docs/envelope.md``); a running Node turns whatever a peer sends into
+a result or a typed event (``docs/runtime.md``).
 """
 
 from bbjax.runtime.envelope import (
     DEFAULT_LIMITS,
     FORMAT_VERSION,
-    MAGIC,
     Envelope,
     Fill,
     Limits,
@@ -15,18 +16,26 @@ from bbjax.runtime.envelope import (
     encode,
 )
 from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TensorDecodeError, TensorEncodeError, TruncatedEnvelope, UnsupportedVersion
+from bbjax.runtime.install import install
+from bbjax.runtime.node import AppOutput, Node, NodeConfig, Outbound, PeerDown, Rejected, Timeout
 from bbjax.runtime.tensor_codec import (
     decode_tensor,
     encode_tensor,
-    fnv1a64,
     tensor_type_name,
     type_hash,
 )
 
 __all__ = [
+    "AppOutput",
+    "Node",
+    "NodeConfig",
+    "Outbound",
+    "PeerDown",
+    "Rejected",
+    "Timeout",
+    "install",
     "DEFAULT_LIMITS",
     "FORMAT_VERSION",
-    "MAGIC",
     "Envelope",
     "EnvelopeError",
     "Fill",
@@ -41,7 +50,6 @@ __all__ = [
     "decode_tensor",
     "encode",
     "encode_tensor",
-    "fnv1a64",
     "tensor_type_name",
     "type_hash",
 ]

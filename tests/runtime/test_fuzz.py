@@ -11,7 +11,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bbjax.runtime import MAGIC, Envelope, Fill, Limits, decode, decode_tensor, encode, encode_tensor
+from bbjax.runtime import Envelope, Fill, Limits, decode, decode_tensor, encode, encode_tensor
+from bbjax.runtime.envelope import MAGIC
 
 from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TensorDecodeError, TruncatedEnvelope
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from bbjax.runtime import Limits, decode_tensor, encode_tensor, fnv1a64, tensor_type_name, type_hash
+from bbjax.runtime import Limits, decode_tensor, encode_tensor, tensor_type_name, type_hash
+from bbjax.runtime.tensor_codec import fnv1a64
 
 from bbjax.errors import TensorDecodeError, TensorEncodeError
 

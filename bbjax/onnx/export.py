@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
+from collections.abc import Callable, Iterator
 from importlib import metadata as importlib_metadata
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -14,12 +16,11 @@ import onnx
 from jax import export as jax_export
 from jax.extend import core as jcore
 
-from bbjax.errors import ExportError
+from bbjax.errors import ExportError, TreeCodecError
 from bbjax.onnx import domains, jax2onnx_overrides, metadata
 from bbjax.onnx.jaxpr_rewrite import prepare_for_onnx, source_of
 from bbjax.onnx.random_primitives import impl_name
-from bbjax.onnx.treedef import treedef_to_json
-from bbjax.errors import TreeCodecError
+from bbjax.onnx.treedef import leaf_names, safe_name, treedef_to_json
 
 DEFAULT_OPSET = 23
 
@@ -35,15 +36,20 @@ def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
     the model then takes any size there). Typed PRNG keys are allowed as leaves; sampling with
     them is recorded as ``ai.bytesandbrains.random`` ops that :func:`bbjax.onnx.lower` turns
     back into the same ``jax.random`` calls. The input and output pytree structures are
-    stored in the model's metadata. ``input_names`` / ``output_names`` name the graph's
-    inputs and outputs (one per leaf; default ``in_<i>`` / ``out_<i>``). Raises
-    :class:`ExportError` naming the JAX primitive and its source line for anything that
-    cannot be exported.
+    stored in the model's metadata. Each graph input and output is named after its leaf's
+    pytree path (``params.dense.kernel``, ``out.loss``; see docs/ir.md);
+    ``input_names`` / ``output_names`` (one per leaf, used verbatim) replace those names.
+    Raises :class:`ExportError` naming the JAX primitive and its source line for anything
+    that cannot be exported.
     """
     leaves, in_tree = jax.tree.flatten(example_args)
     in_keys = {i: impl_name(leaf.dtype) for i, leaf in enumerate(leaves) if _is_key(leaf)}
     specs = _input_specs(leaves, in_keys)
     out_info: dict[str, Any] = {}
+    if input_names is None:
+        arg_names = _parameter_names(fn, len(example_args))
+        input_names = _unique([name for arg, arg_name in zip(example_args, arg_names)
+                               for name in leaf_names(arg, arg_name)], set(output_names or ()))
 
     def flat_fn(*flat: Any) -> list[Any]:
         args = [jax.random.wrap_key_data(x, impl=in_keys[i]) if i in in_keys else x
@@ -52,6 +58,7 @@ def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
         out_leaves, out_tree = jax.tree.flatten(result)
         out_info["tree"] = out_tree
         out_info["keys"] = {i: impl_name(x.dtype) for i, x in enumerate(out_leaves) if _is_key(x)}
+        out_info["names"] = _result_names(result)
         return [jax.random.key_data(x) if _is_key(x) else x for x in out_leaves]
 
     model_name = name or getattr(fn, "__name__", "bbjax_model").replace("<", "").replace(">", "")
@@ -63,8 +70,10 @@ def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
         raise ExportError(f"tracing {model_name} failed: {type(exc).__name__}: {exc}") from exc
     prepared = prepare_for_onnx(closed)
     _check_convertible(prepared.jaxpr)
-    model = _convert(prepared, specs, model_name, opset, double_precision, input_names,
-                     output_names)
+    if output_names is None:
+        output_names = _unique(out_info["names"], set(input_names))
+    model = _convert(prepared, specs, model_name, opset, double_precision)
+    _name_io(model, list(input_names), list(output_names))
     try:
         props = {
             metadata.IN_TREE: treedef_to_json(in_tree),
@@ -82,6 +91,100 @@ def export(fn: Callable[..., Any], *example_args: Any, name: str | None = None,
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"exported model fails onnx.checker: {exc}") from exc
     return model
+
+
+def _parameter_names(fn: Callable[..., Any], count: int) -> list[str]:
+    """Names for ``count`` positional arguments: ``fn``'s parameter names, else ``arg<i>``."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        parameters = []
+    named = [safe_name(p.name) for p in parameters
+             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [named[i] if i < len(named) else f"arg{i}" for i in range(count)]
+
+
+def _result_names(result: Any) -> list[str]:
+    """``out<i>.<path>`` for the items of a tuple or list result, else ``out.<path>``."""
+    if type(result) in (tuple, list):
+        return [name for i, item in enumerate(result) for name in leaf_names(item, f"out{i}")]
+    return leaf_names(result, "out")
+
+
+def _unique(names: list[str], taken: set[str]) -> list[str]:
+    """``names`` with ``_1``, ``_2``, … appended to each that repeats an earlier or taken one."""
+    taken = set(taken)
+    unique = []
+    for name in names:
+        candidate, k = name, 0
+        while candidate in taken:
+            k += 1
+            candidate = f"{name}_{k}"
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _name_io(model: onnx.ModelProto, input_names: list[str], output_names: list[str]) -> None:
+    """Rename the graph's inputs and outputs in place; an output that is not a fresh node
+    result (an input, an initializer, a repeated value) gets an ``Identity`` node."""
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(input_names) != len(inputs) or len(output_names) != len(graph.output):
+        raise ExportError(f"{len(input_names)} input names and {len(output_names)} output names "
+                          f"given for {len(inputs)} inputs and {len(graph.output)} outputs")
+    wanted = input_names + output_names
+    if len(set(wanted)) != len(wanted) or "" in wanted:
+        raise ExportError(f"input and output names must be distinct and non-empty: {wanted}")
+    mapping = {i.name: name for i, name in zip(inputs, input_names)}
+    produced = {o for node in graph.node for o in node.output}
+    copies = []
+    for out, name in zip(graph.output, output_names):
+        if out.name in produced and out.name not in mapping:
+            mapping[out.name] = name
+        else:
+            copies.append((out.name, name))
+    existing = _value_names(graph)
+    taken = existing | set(wanted)
+    for name in sorted(existing - mapping.keys()):
+        if name in wanted:  # an internal value already holds a wanted name: move it aside
+            mapping[name] = _unique([name], taken)[0]
+            taken.add(mapping[name])
+    _rename(graph, mapping)
+    for out, name in zip(graph.output, output_names):
+        out.name = name
+    graph.node.extend(onnx.helper.make_node("Identity", [mapping.get(source, source)], [name])
+                      for source, name in copies)
+
+
+def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            yield attr.g
+        yield from attr.graphs
+
+
+def _value_names(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
+    names |= {i.name for i in graph.initializer} | {s.values.name for s in graph.sparse_initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        for sub in _subgraphs(node):
+            names |= _value_names(sub)
+    return names - {""}
+
+
+def _rename(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer,
+                  *(s.values for s in graph.sparse_initializer)]:
+        value.name = mapping.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+        for sub in _subgraphs(node):
+            _rename(sub, mapping)
 
 
 def _is_key(x: Any) -> bool:
@@ -128,16 +231,14 @@ def _check_convertible(jaxpr: jcore.Jaxpr) -> None:
 
 
 def _convert(prepared: jcore.ClosedJaxpr, specs: list, model_name: str, opset: int,
-             double_precision: bool, input_names: list[str] | None,
-             output_names: list[str] | None) -> onnx.ModelProto:
+             double_precision: bool) -> onnx.ModelProto:
     from jax2onnx import to_onnx
     jax2onnx_overrides.install()
     run = jcore.jaxpr_as_fun(prepared)
     try:
         with _quiet("onnx_ir", "jax2onnx"):
             model = to_onnx(lambda *args: tuple(run(*args)), specs, model_name=model_name,
-                            opset=opset, enable_double_precision=double_precision,
-                            input_names=input_names, output_names=output_names)
+                            opset=opset, enable_double_precision=double_precision)
     except ExportError:
         raise
     except Exception as exc:
@@ -175,11 +276,8 @@ def _import_custom_domains(model: onnx.ModelProto) -> None:
     def visit(graph: onnx.GraphProto) -> None:
         for node in graph.node:
             used.add(node.domain)
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
-                for g in attr.graphs:
-                    visit(g)
+            for sub in _subgraphs(node):
+                visit(sub)
 
     visit(model.graph)
     imported = {imp.domain for imp in model.opset_import}

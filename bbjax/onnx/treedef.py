@@ -1,4 +1,5 @@
-"""Pytree structures as JSON, so an exported model can restore its caller's pytrees.
+"""Pytree structures as JSON, so an exported model can restore its caller's pytrees, and
+names for a pytree's leaves drawn from their key paths.
 
 A node is encoded as ``{"type": ..., "aux": ..., "children": [...]}``; a leaf as ``null``.
 Built-in containers use short names (``tuple``, ``list``, ``dict``, ``None``); any other
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from typing import Any
 
 import jax
@@ -20,7 +22,27 @@ from bbjax.errors import TreeCodecError
 
 _BUILTINS = {tuple: "tuple", list: "list", dict: "dict", type(None): "None"}
 _BUILTINS_BY_NAME = {name: t for t, name in _BUILTINS.items()}
+_UNSAFE = re.compile(r"[^0-9A-Za-z_]")
 
+
+def safe_name(text: str) -> str:
+    """``text`` with every character outside ``[0-9A-Za-z_]`` replaced by ``_`` (``_`` if empty)."""
+    return _UNSAFE.sub("_", text) or "_"
+
+
+def _key_text(key: Any) -> str:
+    for field in ("key", "idx", "name"):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
+        if hasattr(key, field):
+            return safe_name(str(getattr(key, field)))
+    return safe_name(str(key))
+
+
+def leaf_names(tree: Any, prefix: str) -> list[str]:
+    """One name per leaf of ``tree``, in ``jax.tree.leaves`` order: ``prefix`` followed by the
+    leaf's key path (dict keys, indices, attribute names), joined with ``.``; see
+    :func:`safe_name` for each key."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return [".".join([prefix, *map(_key_text, path)]) for path in paths]
 
 
 def _encode_aux(value: Any, owner: str) -> Any:

@@ -4,15 +4,18 @@
 method is ``fn(state, *inputs) -> (state, outputs)``, pure, jittable and vmappable (no
 Python branching on traced values, fixed shapes). Construction checks the methods against
 the role's contract (:mod:`bbjax.components.roles`); :meth:`Component.call` also checks
-what a method returns.
+what a method returns. :attr:`Component.fingerprint` identifies what a component is; the
+compiler records it in the passport for each slot.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -32,7 +35,9 @@ class Component:
     """A role, ``init(key, *args) -> state`` and ``methods`` (name -> ``fn``).
 
     ``role`` may be given as a :class:`Role` or its value (``"aggregator"``); ``name``
-    (default: the role's value) identifies the component in errors. For a Backend,
+    (default: the role's value) identifies the component in errors. ``config`` holds the
+    JSON-able hyperparameters a factory built it with (learning rate, batch size…); it is
+    part of :attr:`fingerprint` and stored as a read-only copy. For a Backend,
     ``methods`` maps ONNX op keys ``(domain, op_type)`` to ``impl(ctx, *inputs)``; the
     domain ``"ai.onnx"`` is stored as ``""`` like the op table, a default-domain key must
     name an op the lowering knows, and other domains may add ops.
@@ -40,13 +45,15 @@ class Component:
     Raises :class:`ComponentError` naming the component, role and method when the role is
     unknown, ``init`` or a method is not callable, a required method is missing, a method
     name is not in a closed contract (or, for a Protocol, not an identifier), a Protocol
-    has no methods, or a Backend key is not a valid op key.
+    has no methods, a Backend key is not a valid op key, or ``config`` is not a mapping
+    of str keys to JSON values (no NaN or infinity).
     """
 
     role: Role
     init: Callable[..., PyTree]
     methods: Mapping[Any, Callable[..., Any]]
     name: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         role = _as_role(self.role, self.name)
@@ -66,6 +73,43 @@ class Component:
         else:
             methods = _check_methods(self.methods, role, name)
         object.__setattr__(self, "methods", MappingProxyType(methods))
+        object.__setattr__(self, "config", _check_config(self.config, name, role))
+
+    @functools.cached_property
+    def abstract_state(self) -> PyTree:
+        """The state as ``jax.ShapeDtypeStruct`` leaves: ``jax.eval_shape(init, key(0))``."""
+        return jax.eval_shape(self.init, jax.random.key(0))
+
+    @functools.cached_property
+    def fingerprint_parts(self) -> Mapping[str, str]:
+        """The SHA-256 hex digest of each part of :attr:`fingerprint`: ``role``, ``name``,
+        ``state`` (tree structure, leaf paths, shapes and dtypes of :attr:`abstract_state`;
+        for a DataSource without each leaf's leading axis, which counts the peer's own
+        examples), ``methods`` (their names) and ``config``."""
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(self.abstract_state)
+        per_peer = self.role is Role.DATA_SOURCE
+        state = {
+            "tree": _structure(treedef),
+            "leaves": [[jax.tree_util.keystr(path),
+                        ["*", *leaf.shape[1:]] if per_peer and leaf.shape else list(leaf.shape),
+                        str(leaf.dtype)]
+                       for path, leaf in leaves],
+        }
+        parts = {
+            "role": self.role.value,
+            "name": self.name,
+            "state": state,
+            "methods": sorted(_method_name(k) for k in self.methods),
+            "config": dict(self.config),
+        }
+        return MappingProxyType({part: digest(value) for part, value in parts.items()})
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What the component is, as a SHA-256 hex digest of :attr:`fingerprint_parts`'
+        canonical JSON: the same in every process for the same role, name, state shapes,
+        method names and config."""
+        return digest(dict(self.fingerprint_parts))
 
     def call(self, method: str, state: PyTree, *inputs: Any) -> tuple[PyTree, Any]:
         """Run ``method`` and check its result.
@@ -153,6 +197,49 @@ class Component:
 
     def _error(self, message: str, method: str | None = None) -> ComponentError:
         return ComponentError(message, component=self.name, role=self.role.value, method=method)
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as JSON with sorted keys and no whitespace (``ValueError`` for NaN/inf)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def digest(value: Any) -> str:
+    """The SHA-256 hex digest of ``value``'s :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def _check_config(config: Any, name: str, role: Role) -> Mapping[str, Any]:
+    if not isinstance(config, Mapping):
+        raise ComponentError(
+            f"config must be a mapping, got {type(config).__name__}",
+            component=name,
+            role=role.value,
+        )
+    for key in config:
+        if not isinstance(key, str):
+            raise ComponentError(
+                f"config keys must be str, got {key!r}", component=name, role=role.value
+            )
+    try:
+        copy = json.loads(canonical_json(dict(config)))
+    except (TypeError, ValueError) as exc:
+        raise ComponentError(
+            f"config must hold JSON values (str, int, float, bool, None, lists and str-keyed "
+            f"dicts of them; no NaN or infinity): {exc}",
+            component=name,
+            role=role.value,
+        ) from None
+    return MappingProxyType(copy)
+
+
+def _structure(treedef: Any) -> Any:
+    """A treedef as nested ``[node type name, children]`` (``"*"`` for a leaf), without
+    the nodes' auxiliary data (which may hold objects printed with their address)."""
+    data = treedef.node_data()
+    if data is None:
+        return "*"
+    return [data[0].__qualname__, [_structure(child) for child in treedef.children()]]
 
 
 def _as_role(role: Any, name: str) -> Role:

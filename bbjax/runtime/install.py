@@ -7,15 +7,12 @@ from typing import Mapping, Sequence
 import jax
 
 from bbjax.compiler import Compiled, verify_passport
-
-from bbjax.errors import PassportError
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.passport import BINDING
+from bbjax.compiler.passport import check_component, recorded_bindings
 from bbjax.components import Component
 from bbjax.errors import BbjaxError, InstallError
 from bbjax.runtime.node import Node, NodeConfig, port_spec
 from bbjax.runtime.step import PartitionStep
-
 
 
 def install(peer: int, compiled: Compiled, targets: Sequence[str],
@@ -23,9 +20,11 @@ def install(peer: int, compiled: Compiled, targets: Sequence[str],
             key: jax.Array | None = None) -> Node:
     """A Node for ``peer`` running ``targets`` (full names or the part before ``#``).
 
-    Verifies the passport, checks that each bound component is the one the passport names
-    for its slot, creates one state per slot (shared by the node's partitions) and lowers
-    each target into a jitted step.
+    Verifies the passport, checks that each bound component has the fingerprint the
+    passport records for its slot, creates one state per slot (shared by the node's
+    partitions) and lowers each target into a jitted step. Raises :class:`InstallError`
+    for an unknown target or a slot without a component, and :class:`PassportError` for a
+    passport that does not verify or a component that is not the one compiled.
     """
     props = verify_passport(compiled.model)
     config = config or NodeConfig()
@@ -37,23 +36,11 @@ def install(peer: int, compiled: Compiled, targets: Sequence[str],
             raise InstallError(str(exc)) from exc
     boot = _bootstrap_partitions(compiled, functions)
     functions += boot
-    recorded: dict[str, str] = {}
-    for function in functions:
-        prefix = f"{BINDING}{function.name}."
-        for prop_key, value in props.items():
-            if not prop_key.startswith(prefix):
-                continue
-            slot = prop_key[len(prefix):]
-            if recorded.setdefault(slot, value) != value:
-                raise InstallError(f"slot {slot!r} is bound to {recorded[slot]!r} in one target "
-                                   f"and {value!r} in another")
-    for slot, value in recorded.items():
+    for slot, value in recorded_bindings(props, functions).items():
         component = bindings.get(slot)
         if component is None:
             raise InstallError(f"slot {slot!r} needs a component ({value})")
-        if f"{component.role.value}|{component.name}" != value:
-            raise PassportError(f"slot {slot!r} was compiled with {value!r}, install was given "
-                                f"{component.role.value}|{component.name}")
+        check_component(props, slot, component, "install")
     steps = [PartitionStep(compiled, f.name, bindings) for f in functions]
     slots = sorted({s for step in steps for s in step.slots})
     keys = jax.random.split(key if key is not None else jax.random.PRNGKey(peer),

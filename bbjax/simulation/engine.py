@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bbjax.compiler import Compiled
+from bbjax.compiler import Compiled, verify_passport
 from bbjax.compiler import annotations as ann
+from bbjax.compiler.passport import check_component
 from bbjax.components import Component
 from bbjax.errors import SimulationError
 from bbjax.simulation.exchange import PEER_AXIS, SimulatedRuntime
@@ -50,12 +51,15 @@ class Simulation:
 
     ``population`` maps a peer class to a count or :class:`Peers`. Raises
     :class:`SimulationError` when the population does not cover the Module's classes, a
-    stage needs an input nobody provides, or a class of many peers sends single (non-gather)
-    messages to another class.
+    slot has no component, a stage needs an input nobody provides, or a class of many peers
+    sends single (non-gather) messages to another class; :class:`PassportError` when the
+    passport does not verify or a component's fingerprint is not the one recorded for its
+    slot.
     """
 
     def __init__(self, compiled: Compiled, population: Mapping[str, int | Peers],
                  bindings: Mapping[str, Component]):
+        props = verify_passport(compiled.model)
         classes = {ann.function_meta(f, ann.PEER_CLASS) for f in compiled.model.functions}
         self.groups, self.group_of = resolve_groups(population, classes)
         self.stages = build_stages(compiled, bindings, self.group_of, "main")
@@ -63,6 +67,8 @@ class Simulation:
         self.slots = {name: sorted({s for st in self.stages + self.bootstrap
                                     if st.group == name for s in st.step.slots})
                       for name in self.groups}
+        for slot in sorted({s for st in self.stages + self.bootstrap for s in st.step.slots}):
+            check_component(props, slot, bindings[slot], "simulate")
         self.bindings = bindings
         self._check()
         self.metric_names = self._metric_names()

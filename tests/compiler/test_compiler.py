@@ -12,7 +12,7 @@ from bbjax.compiler import Compiler, Pass, load, verify_passport
 
 from bbjax.errors import CompileError, CrossClassDataflowError, NotCompiledError, PassportError, UnboundSlotError
 from bbjax.compiler import annotations as ann
-from bbjax.compiler.passport import COMPILED, COMPILER
+from bbjax.compiler.passport import COMPILED, COMPILER, FORMAT
 from bbjax.components import weighted_mean
 from bbjax.dsl import Module
 from bbjax.onnx import domains
@@ -123,7 +123,7 @@ def test_passes_are_named_editable_and_ordered(model):  # noqa: F811
 
 def test_passport_verifies_and_save_load_round_trips(compiled, tmp_path):
     props = verify_passport(compiled.model)
-    assert props[COMPILED] == "v1"
+    assert props[COMPILED] == FORMAT
     assert any(k.startswith("ai.bytesandbrains.binding.round_client") for k in props)
     path = tmp_path / "round.onnx"
     compiled.save(path)

@@ -216,3 +216,90 @@ def test_backend_has_no_state_methods():
     b = backend({("", "Add"): _add})
     with pytest.raises(ComponentError, match="not state methods"):
         b.call("Add", (), 1, 2)
+
+
+# -- config and fingerprint ----------------------------------------------------------------
+
+
+def _protocol(init=_init, name="p", config=None, **methods):
+    methods = methods or {"encode": _sample, "decode": _sample}
+    return Component(Role.PROTOCOL, init, methods, name, config or {})
+
+
+def test_config_is_a_read_only_json_copy():
+    given = {"lr": 0.1, "schedule": {"steps": [1, 2]}}
+    c = _protocol(config=given)
+    given["lr"] = 0.5
+    given["schedule"]["steps"].append(3)
+    assert dict(c.config) == {"lr": 0.1, "schedule": {"steps": [1, 2]}}
+    with pytest.raises(TypeError):
+        c.config["lr"] = 0.2
+    assert dict(_protocol().config) == {}
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ([("lr", 0.1)], "config must be a mapping, got list"),
+        ({1: 0.1}, "config keys must be str, got 1"),
+        ({"lr": np.float32(0.1)}, "config must hold JSON values"),
+        ({"lr": float("nan")}, "config must hold JSON values"),
+        ({"fn": _sample}, "config must hold JSON values"),
+    ],
+)
+def test_config_must_be_json(config, message):
+    with pytest.raises(ComponentError, match=message) as info:
+        Component(Role.PROTOCOL, _init, {"push": _sample}, "p", config)
+    assert info.value.component == "p"
+
+
+def test_the_fingerprint_is_a_digest_of_what_the_component_is():
+    c = _protocol(config={"lr": 0.1})
+    assert len(c.fingerprint) == 64 and int(c.fingerprint, 16) >= 0
+    assert set(c.fingerprint_parts) == {"role", "name", "state", "methods", "config"}
+    assert c.fingerprint == _protocol(config={"lr": 0.1}).fingerprint  # built afresh
+    assert c.abstract_state == {"count": jax.ShapeDtypeStruct((), jnp.int32),
+                                "total": jax.ShapeDtypeStruct((3,), jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    "other, part",
+    [
+        (Component(Role.CODEC, _init, {"encode": _sample, "decode": _sample}, "p",
+                   {"lr": 0.1}), "role"),
+        (_protocol(name="q", config={"lr": 0.1}), "name"),
+        (_protocol(lambda key: {"count": jnp.int32(0), "total": jnp.zeros(4)},
+                   config={"lr": 0.1}), "state"),
+        (_protocol(lambda key: {"count": jnp.int32(0), "total": jnp.zeros(3, jnp.int32)},
+                   config={"lr": 0.1}), "state"),
+        (_protocol(lambda key: {"count": jnp.int32(0), "sum": jnp.zeros(3)},
+                   config={"lr": 0.1}), "state"),
+        (_protocol(lambda key: (jnp.int32(0), jnp.zeros(3)), config={"lr": 0.1}), "state"),
+        (_protocol(config={"lr": 0.1}, encode=_sample, decode=_sample, pull=_sample),
+         "methods"),
+        (_protocol(config={"lr": 0.2}), "config"),
+        (_protocol(config={"lr": 1}), "config"),
+    ],
+)
+def test_each_part_changes_the_fingerprint(other, part):
+    c = _protocol(config={"lr": 0.1})
+    assert other.fingerprint != c.fingerprint
+    assert [p for p in c.fingerprint_parts
+            if c.fingerprint_parts[p] != other.fingerprint_parts[p]] == [part]
+
+
+def test_the_fingerprint_traces_init_without_running_it():
+    huge = _protocol(lambda key: {"w": jnp.zeros((1 << 20, 1 << 20))})  # 4 TiB if run
+    assert huge.abstract_state["w"].shape == (1 << 20, 1 << 20)
+    assert len(huge.fingerprint) == 64
+
+
+def test_a_data_sources_example_count_is_left_out_of_its_fingerprint():
+    def source(n, features=4):
+        def init(key):
+            return {"x": jnp.zeros((n, features)), "position": jnp.int32(0)}
+
+        return Component(Role.DATA_SOURCE, init, {"next_batch": _sample}, "data")
+
+    assert source(10).fingerprint == source(30).fingerprint
+    assert source(10).fingerprint != source(10, features=5).fingerprint

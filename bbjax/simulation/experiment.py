@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,12 +17,13 @@ import optax
 from flax import nnx
 
 from bbjax import aggregators
+from bbjax._checks import check_count, check_nonnegative, check_open_unit, check_positive
 from bbjax.compiler import Compiled, Compiler
 from bbjax.components import (Component, flax_model, padded_data_source, rule_aggregator,
                               scaffold_model)
 from bbjax.data import FederatedData, load_npz, synthetic, synthetic_iid, train_test_split
+from bbjax.errors import ConfigError
 from bbjax.modules import FedAvgRound, ScaffoldRound
-from bbjax.errors import SimulationError
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
 from bbjax.simulation.run import simulate
@@ -40,6 +42,11 @@ RULES = {  # name -> the rule for a cohort of n clients (defaults as in Flower)
 }
 
 
+DATASETS = ("synthetic", "synthetic_iid")  # or the path of a .npz file
+MODELS = ("logreg", "mlp")
+RULE_NAMES = (*RULES, "scaffold")
+
+
 @dataclass(frozen=True)
 class FedAvgConfig:
     """A FedAvg run. ``dataset``: ``"synthetic"`` (FedProx Synthetic(``alpha``, ``beta``)),
@@ -50,8 +57,13 @@ class FedAvgConfig:
     steps of ``batch_size`` examples at ``learning_rate``; the server averages their models
     weighted by example counts, or aggregates them with ``rule`` (a name in ``RULES``,
     bound as a ``rule_aggregator`` component whose state carries the rule's momenta; or
-    ``"scaffold"``: ``ScaffoldRound`` with ``scaffold_model`` clients). Accuracy and loss on the pooled test examples are measured
-    every ``eval_every`` rounds."""
+    ``"scaffold"``: ``ScaffoldRound`` with ``scaffold_model`` clients). Accuracy and loss on
+    the pooled test examples are measured every ``eval_every`` rounds.
+
+    Every field is checked when the configuration is made (type, range, finiteness,
+    allowed names); :class:`ConfigError` names the field, the value and what is allowed.
+    Numbers are stored as ``int`` or ``float``.
+    """
 
     dataset: str = "synthetic"
     alpha: float = 1.0
@@ -70,16 +82,69 @@ class FedAvgConfig:
     eval_every: int = 1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS.items():
+            object.__setattr__(self, name, check(name, getattr(self, name)))
+        if self.clients_per_round > self.num_clients:
+            raise ConfigError(f"clients_per_round must be at most num_clients "
+                              f"({self.num_clients}), got {self.clients_per_round}",
+                              field="clients_per_round")
+
     def replace(self, **changes: Any) -> FedAvgConfig:
-        """A copy with ``changes``; raises :class:`SimulationError` for unknown fields."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        """A copy with ``changes``, checked; raises :class:`ConfigError` for an unknown
+        field or an invalid value."""
+        known = sorted(f.name for f in dataclasses.fields(self))
+        unknown = sorted(set(changes) - set(known))
         if unknown:
-            raise SimulationError(f"unknown configuration fields {unknown}; known: "
-                                  f"{sorted(f.name for f in dataclasses.fields(self))}")
+            raise ConfigError(f"unknown configuration fields {unknown}; known: {known}",
+                              field=unknown[0])
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
         return dataclasses.asdict(self)
+
+
+def _count(name: str, value: Any) -> int:
+    return check_count(name, value, error=ConfigError, field=name)
+
+
+def _real(check: Callable[..., float]) -> Callable[[str, Any], float]:
+    return lambda name, value: check(name, value, error=ConfigError, field=name)
+
+
+def _choice(choices: Sequence[str], *, optional: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if (value is None and optional) or (isinstance(value, str) and value in choices):
+            return value
+        allowed = ", ".join(repr(c) for c in choices) + (" or null" if optional else "")
+        raise ConfigError(f"{name} must be one of {allowed}, got {value!r}", field=name)
+    return check
+
+
+def _dataset_name(name: str, value: Any) -> str:
+    if isinstance(value, str) and (value in DATASETS
+                                   or value.endswith(".npz") and Path(value).is_file()):
+        return value
+    raise ConfigError(f"{name} must be 'synthetic', 'synthetic_iid' or the path of an existing "
+                      f".npz file, got {value!r}", field=name)
+
+
+def _seed(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not 0 <= value < 2**32:
+        raise ConfigError(f"{name} must be an integer in [0, 2**32), got {value!r}", field=name)
+    return int(value)
+
+
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "dataset": _dataset_name, "alpha": _real(check_nonnegative),
+    "beta": _real(check_nonnegative), "num_clients": _count, "max_client_size": _count,
+    "test_fraction": _real(check_open_unit), "clients_per_round": _count, "rounds": _count,
+    "local_steps": _count, "batch_size": _count, "learning_rate": _real(check_positive),
+    "model": _choice(MODELS), "hidden": _count, "rule": _choice(RULE_NAMES, optional=True),
+    "eval_every": _count, "seed": _seed,
+}
 
 
 CONFIGS = {
@@ -93,19 +158,20 @@ CONFIGS = {
 
 
 def load_config(name_or_path: str) -> FedAvgConfig:
-    """A named configuration (``CONFIGS``) or a JSON file of ``FedAvgConfig`` fields."""
+    """A named configuration (``CONFIGS``) or a JSON file of ``FedAvgConfig`` fields (the
+    others default), checked; raises :class:`ConfigError`."""
     if name_or_path in CONFIGS:
         return CONFIGS[name_or_path]
     path = Path(name_or_path)
     if not path.is_file():
-        raise SimulationError(f"no configuration named {name_or_path!r} and no such file; "
-                              f"named ones: {sorted(CONFIGS)}")
+        raise ConfigError(f"no configuration named {name_or_path!r} and no such file; "
+                          f"named ones: {sorted(CONFIGS)}")
     try:
         fields = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SimulationError(f"{path}: not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(fields, dict):
-        raise SimulationError(f"{path}: expected a JSON object of configuration fields")
+        raise ConfigError(f"{path}: expected a JSON object of configuration fields")
     return FedAvgConfig().replace(**fields)
 
 
@@ -156,33 +222,36 @@ class Experiment:
                 "test_loss": jnp.sum(jnp.where(mask > 0, losses, 0.0)) / total}
 
     def run(self, key: jax.Array | None = None, progress: bool = False,
-            devices: int | None = None, rounds: int | None = None) -> History:
-        """Simulate the configured rounds (or ``rounds``)."""
+            devices: int | None = None, rounds: int | None = None, *,
+            allow_divergence: bool = False) -> History:
+        """Simulate the configured rounds (or ``rounds``) with the key of the configured
+        seed (or ``key``); the History's ``config`` is the configuration. Raises
+        :class:`DivergenceError` as :func:`simulate` does."""
         key = jax.random.PRNGKey(self.config.seed) if key is None else key
-        history = simulate(self.compiled, self.population, rounds or self.config.rounds, key,
-                           bindings=self.bindings, evaluate=self.evaluate,
-                           eval_every=self.config.eval_every, progress=progress,
-                           devices=devices)
-        history.config = self.config.to_dict()
-        return history
+        return simulate(self.compiled, self.population,
+                        self.config.rounds if rounds is None else rounds, key,
+                        bindings=self.bindings, evaluate=self.evaluate,
+                        eval_every=self.config.eval_every, progress=progress, devices=devices,
+                        allow_divergence=allow_divergence, config=self.config.to_dict())
 
 
 def build(config: FedAvgConfig) -> Experiment:
     """Data, model, compiled round and population for ``config``. Raises
-    :class:`SimulationError` for an unknown dataset, model or rule, or a cohort larger than
-    the population."""
-    if config.clients_per_round > config.num_clients:
-        raise SimulationError(f"clients_per_round ({config.clients_per_round}) exceeds "
-                              f"num_clients ({config.num_clients})")
+    :class:`ConfigError` for a ``.npz`` file whose client count is not ``num_clients`` or a
+    client left without training examples."""
     data = _dataset(config)
     train, test = train_test_split(jax.random.PRNGKey(config.seed), data, config.test_fraction)
+    empty = np.flatnonzero(np.asarray(train.sizes) == 0)
+    if empty.size:
+        client = int(empty[0])
+        raise ConfigError(f"test_fraction {config.test_fraction} leaves client {client} (of "
+                          f"{int(data.sizes[client])} examples) no training examples; lower "
+                          f"test_fraction or raise max_client_size", field="test_fraction")
     features, classes = int(np.prod(train.x.shape[2:])), int(data.y.max()) + 1
     if config.model == "logreg":
         module = _Linear(features, classes, nnx.Rngs(config.seed))
-    elif config.model == "mlp":
-        module = _MLP(features, config.hidden, classes, nnx.Rngs(config.seed))
     else:
-        raise SimulationError(f"model must be 'logreg' or 'mlp', got {config.model!r}")
+        module = _MLP(features, config.hidden, classes, nnx.Rngs(config.seed))
     if config.rule == "scaffold":
         model = scaffold_model(module, config.learning_rate, cross_entropy)
     else:
@@ -190,22 +259,18 @@ def build(config: FedAvgConfig) -> Experiment:
     batch = min(config.batch_size, int(train.sizes.min()))
     source = padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch)
     bindings = {"model": model, "data": source}
+    n = config.clients_per_round
     if config.rule is None:
         round_module = FedAvgRound(config.local_steps)
     elif config.rule == "scaffold":
-        n = config.clients_per_round
         initial = model.init(jax.random.PRNGKey(config.seed)).params
         rule = aggregators.scaffold(num_clients=config.num_clients)
         bindings["aggregator"] = rule_aggregator(rule, n, initial)
         round_module = ScaffoldRound(config.local_steps, num_clients=n)
-    elif config.rule in RULES:
-        n = config.clients_per_round
+    else:
         initial = model.init(jax.random.PRNGKey(config.seed)).params
         bindings["aggregator"] = rule_aggregator(RULES[config.rule](n), n, initial)
         round_module = FedAvgRound(config.local_steps, num_clients=n, aggregator=True)
-    else:
-        raise SimulationError(f"rule must be one of {sorted([*RULES, 'scaffold'])} or None, "
-                              f"got {config.rule!r}")
     compiler = Compiler()
     for slot, component in bindings.items():
         compiler = compiler.bind(slot, component)
@@ -223,11 +288,8 @@ def _dataset(config: FedAvgConfig) -> FederatedData:
                          max_size=cap)
     if config.dataset == "synthetic_iid":
         return synthetic_iid(config.num_clients, config.seed, max_size=cap)
-    if config.dataset.endswith(".npz"):
-        data = load_npz(config.dataset)
-        if data.num_clients != config.num_clients:
-            raise SimulationError(f"{config.dataset} holds {data.num_clients} clients; set "
-                                  f"num_clients to match")
-        return data
-    raise SimulationError(f"dataset must be 'synthetic', 'synthetic_iid' or a .npz path, got "
-                          f"{config.dataset!r}")
+    data = load_npz(config.dataset)
+    if data.num_clients != config.num_clients:
+        raise ConfigError(f"num_clients must match the {data.num_clients} clients of "
+                          f"{config.dataset}, got {config.num_clients}", field="num_clients")
+    return data

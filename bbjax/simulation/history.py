@@ -15,13 +15,16 @@ import numpy as np
 @dataclass
 class History:
     """``metrics[name]``: one float per round (NaN in rounds where it was not measured, e.g.
-    evaluations every k rounds); ``states``: every peer's slot states after the last round;
-    ``seconds``: wall time of the rounds (compilation included)."""
+    evaluations every k rounds, and where it was NaN); ``states``: every peer's slot states
+    after the last round; ``seconds``: wall time of the rounds (compilation included);
+    ``config``: a JSON-ready description of the run; ``diverged_at``: the first round
+    (counting from 0) whose loss or states were non-finite, or None."""
 
     metrics: dict[str, np.ndarray]
     states: Any = None
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
+    diverged_at: int | None = None
 
     @property
     def rounds(self) -> int:
@@ -32,7 +35,7 @@ class History:
         return self.metrics[name]
 
     def last(self) -> dict[str, float]:
-        """Each metric's last measured value."""
+        """Each metric's last value that is not NaN."""
         result = {}
         for name, values in self.metrics.items():
             measured = values[~np.isnan(values)]
@@ -40,8 +43,16 @@ class History:
                 result[name] = float(measured[-1])
         return result
 
+    def summary(self) -> str:
+        """One line: ``diverged at round k`` when the run diverged, then each metric's last
+        value."""
+        text = "  ".join(f"{name} {value:.4g}" for name, value in sorted(self.last().items()))
+        if self.diverged_at is None:
+            return text
+        return f"diverged at round {self.diverged_at} (counting from 0); last values: {text}"
+
     def rows(self) -> list[dict[str, float | None]]:
-        """One dict per round: ``round`` and every metric (None where not measured)."""
+        """One dict per round: ``round`` (counting from 1) and every metric (None where NaN)."""
         return [{"round": r + 1, **{name: _number(values[r]) for name, values in
                                     self.metrics.items()}} for r in range(self.rounds)]
 
@@ -56,10 +67,14 @@ class History:
         return path
 
     def to_json(self, path: str | Path) -> Path:
-        """Write ``{"config", "seconds", "rounds": [row, ...]}`` (null where not measured)."""
+        """Write strict JSON ``{"config", "seconds", "diverged_at", "rounds": [row, ...]}``:
+        null where a value is NaN (not measured, or diverged) or infinite."""
         path = Path(path)
+        rows = [{k: v if v is None or math.isfinite(v) else None for k, v in row.items()}
+                for row in self.rows()]
         path.write_text(json.dumps({"config": self.config, "seconds": self.seconds,
-                                    "rounds": self.rows()}, indent=1))
+                                    "diverged_at": self.diverged_at, "rounds": rows},
+                                   indent=1, allow_nan=False))
         return path
 
     def plot(self, path: str | Path | None = None,

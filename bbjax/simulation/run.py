@@ -13,8 +13,8 @@ import numpy as np
 
 from bbjax.compiler import Compiled
 from bbjax.components import Component
+from bbjax.errors import DivergenceError, SimulationError
 from bbjax.simulation.engine import Simulation, States
-from bbjax.errors import SimulationError
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
 from bbjax.simulation.sharding import peer_mesh, replicated, state_shardings
@@ -27,29 +27,36 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
              evaluate: Evaluate | None = None, eval_every: int = 1,
              rounds_per_call: int | None = None, progress: bool = False,
              devices: int | Sequence[jax.Device] | None = None,
-             initial_states: States | None = None) -> History:
+             initial_states: States | None = None, allow_divergence: bool = False,
+             config: Mapping[str, Any] | None = None) -> History:
     """Run ``rounds`` rounds of ``compiled`` for ``population``; per-round metrics in a History.
 
     Rounds run as a ``lax.scan`` inside one jitted call, ``rounds_per_call`` rounds at a
-    time (default: all of them, or ``eval_every`` when evaluating, or 1 with a progress
-    bar); between calls the host updates the ``progress`` bar and calls ``evaluate(states)``
-    (jitted; ``states[entry][slot]`` is stacked over the entry's peers; returns scalar
-    metrics) after every ``eval_every``-th round and the last. Round ``r``'s randomness
-    is ``fold_in(key, r)``, so results do not depend on ``rounds_per_call``. ``devices``
-    (a count or a list; default all devices: every process's in a multi-process run)
-    shards the peer axis of every entry whose count they divide. ``initial_states`` (e.g. a previous History's ``states``)
-    replaces the fresh states of ``Simulation.init``. Metrics: the stages' scalar graph outputs (averaged over the
-    peers that ran), ``bytes_sent`` (payload bytes of the round's delivered messages) and
-    what ``evaluate`` returns (NaN in other rounds).
+    time (default: all of them, or 1 with a progress bar); a call also ends after every
+    ``eval_every``-th round when evaluating. Between calls the host updates the
+    ``progress`` bar and calls ``evaluate(states)`` (jitted; ``states[entry][slot]`` is
+    stacked over the entry's peers; returns scalar metrics) after every ``eval_every``-th
+    round and the last. Round ``r``'s randomness is ``fold_in(key, r)``, so results do not
+    depend on ``rounds_per_call``. ``devices`` (a count or a list; default all devices:
+    every process's in a multi-process run) shards the peer axis of every entry whose count
+    they divide. ``initial_states`` (e.g. a previous History's ``states``) replaces the
+    fresh states of ``Simulation.init``. Metrics: the stages' scalar graph outputs
+    (averaged over the peers that ran), ``bytes_sent`` (payload bytes of the round's
+    delivered messages) and what ``evaluate`` returns (NaN in other rounds). ``config``
+    (JSON-ready) becomes the History's ``config``.
+
+    After each call the host checks its metrics, the evaluation and a flag, computed inside
+    the call, saying whether the states the rounds update are finite. At the first
+    non-finite one it raises :class:`DivergenceError` carrying that round and the History of
+    the rounds run so far; with ``allow_divergence`` it records the round in
+    ``History.diverged_at`` and goes on.
     """
-    for name, value, low in (("rounds", rounds, 1), ("eval_every", eval_every, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise SimulationError(f"{name} must be an int >= {low}, got {value!r}")
+    for name, value in (("rounds", rounds), ("eval_every", eval_every)):
+        _check_count(name, value)
     if rounds_per_call is None:
-        rounds_per_call = eval_every if evaluate is not None else (1 if progress else rounds)
-    elif isinstance(rounds_per_call, bool) or not isinstance(rounds_per_call, numbers.Integral) \
-            or rounds_per_call < 1:
-        raise SimulationError(f"rounds_per_call must be an int >= 1, got {rounds_per_call!r}")
+        rounds_per_call = 1 if progress else rounds
+    _check_count("rounds_per_call", rounds_per_call)
+    periods = [rounds_per_call] + ([eval_every] if evaluate is not None else [])
     simulation = Simulation(compiled, population, bindings)
     mesh = peer_mesh(devices)
     started = time.perf_counter()
@@ -67,32 +74,53 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
                 else a, initial_states)
         states = jax.device_put(initial_states, shardings)
     run_rounds = jax.jit(_scan_rounds(simulation), static_argnums=3, donate_argnums=0,
-                         out_shardings=(shardings, replicated(mesh)))
+                         out_shardings=(shardings, replicated(mesh), replicated(mesh)))
     evaluate_jit = jax.jit(evaluate) if evaluate is not None else None
-    chunks: list[dict[str, np.ndarray]] = []
-    evaluations: dict[int, Mapping[str, Any]] = {}
+    parts: list[dict[str, np.ndarray]] = []
+    diverged_at = None
     bar = _progress_bar(rounds) if progress else None
     done = 0
-    while done < rounds:
-        count = min(rounds_per_call, rounds - done)
-        states, metrics = run_rounds(states, run_key, jnp.int32(done), count, data[1])
-        chunks.append(jax.device_get(metrics))
-        done += count
-        if evaluate_jit is not None and (done % eval_every == 0 or done == rounds):
-            evaluations[done - 1] = jax.device_get(evaluate_jit(states))
+    try:
+        while done < rounds:
+            count = min(rounds, *((done // p + 1) * p for p in periods)) - done
+            states, metrics, finite = run_rounds(states, run_key, jnp.int32(done), count,
+                                                 data[1])
+            metrics, finite = jax.device_get((metrics, finite))
+            part = {name: np.asarray(values, np.float64) for name, values in metrics.items()}
+            evaluation = {}
+            if evaluate_jit is not None and ((done + count) % eval_every == 0
+                                             or done + count == rounds):
+                evaluation = {name: float(v) for name, v in
+                              jax.device_get(evaluate_jit(states)).items()}
+                for name, value in evaluation.items():
+                    part[name] = np.full(count, np.nan)
+                    part[name][-1] = value
+            parts.append(part)
+            found = _divergence(metrics, evaluation, finite, done, count)
+            done += count
+            if bar is not None:
+                bar.update(count)
+                bar.set_postfix(_postfix(part), refresh=False)
+            if found is not None and diverged_at is None:
+                diverged_at = found[0]
+                if not allow_divergence:
+                    history = History(_join(parts), states, time.perf_counter() - started,
+                                      dict(config or {}), diverged_at)
+                    raise DivergenceError(
+                        f"the run diverged at round {found[0]} (counting from 0): {found[1]}; "
+                        f"{done} of {rounds} rounds ran; allow_divergence=True (bbjax "
+                        f"simulate --allow-divergence) keeps going", round=found[0],
+                        history=history)
+    finally:
         if bar is not None:
-            bar.update(count)
-            bar.set_postfix(_postfix(chunks[-1], evaluations.get(done - 1)), refresh=False)
-    if bar is not None:
-        bar.close()
-    metrics = {name: np.concatenate([c[name] for c in chunks]).astype(np.float64)
-               for name in chunks[0]}
-    for name in sorted({m for e in evaluations.values() for m in e}):
-        column = np.full(rounds, np.nan)
-        for r, values in evaluations.items():
-            column[r] = float(values[name])
-        metrics[name] = column
-    return History(metrics, states, time.perf_counter() - started)
+            bar.close()
+    return History(_join(parts), states, time.perf_counter() - started, dict(config or {}),
+                   diverged_at)
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise SimulationError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _check_states(given: States, expected: States) -> None:
@@ -112,11 +140,55 @@ def _check_states(given: States, expected: States) -> None:
 
 
 def _scan_rounds(simulation: Simulation):
+    """``(states, key, first, count, inputs) -> (states, metrics, finite)``: rounds
+    ``first .. first + count - 1``, their metrics stacked, and for each ``entry.slot``
+    whether the floating leaves the round updates are all finite after the last round."""
     def run(states: States, key: jax.Array, first: jax.Array, count: int, inputs: Any):
+        updated: list[bool] = []  # per leaf, whether the round replaces it (seen at trace time)
+
         def one(states, r):
-            return simulation.round(states, jax.random.fold_in(key, r), inputs)
-        return jax.lax.scan(one, states, first + jnp.arange(count, dtype=jnp.int32))
+            new, metrics = simulation.round(states, jax.random.fold_in(key, r), inputs)
+            if not updated:
+                updated.extend(a is not b for a, b in
+                               zip(jax.tree.leaves(new), jax.tree.leaves(states)))
+            return new, metrics
+
+        states, metrics = jax.lax.scan(one, states, first + jnp.arange(count, dtype=jnp.int32))
+        finite: dict[str, jax.Array] = {}
+        for (path, leaf), replaced in zip(jax.tree_util.tree_flatten_with_path(states)[0],
+                                          updated):
+            if replaced and jnp.issubdtype(leaf.dtype, jnp.inexact):
+                name = f"{path[0].key}.{path[1].key}"
+                finite[name] = finite.get(name, True) & jnp.all(jnp.isfinite(leaf))
+        return states, metrics, finite
     return run
+
+
+def _divergence(metrics: Mapping[str, np.ndarray], evaluation: Mapping[str, float],
+                finite: Mapping[str, Any], first: int, count: int) -> tuple[int, str] | None:
+    """The first round of the call running rounds ``first .. first + count - 1`` with a
+    non-finite metric, evaluation or state, and what was non-finite; None if none was."""
+    found = []
+    for name, values in metrics.items():
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            found.append((first + int(bad[0]), f"{name} is {float(values[bad[0]])}"))
+    last = first + count - 1
+    found += [(last, f"{name} is {value}") for name, value in evaluation.items()
+              if not math.isfinite(value)]
+    stale = sorted(name for name, ok in finite.items() if not ok)
+    if stale:
+        names = ", ".join(stale)
+        found.append((last, f"the states of {names} are non-finite after round {last}"))
+    return min(found) if found else None
+
+
+def _join(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The calls' metrics end to end; NaN in the calls where a metric is missing."""
+    names = list(dict.fromkeys(name for part in parts for name in part))
+    lengths = [len(next(iter(part.values()))) for part in parts]
+    return {name: np.concatenate([part.get(name, np.full(n, np.nan))
+                                  for part, n in zip(parts, lengths)]) for name in names}
 
 
 def _progress_bar(rounds: int):
@@ -124,8 +196,7 @@ def _progress_bar(rounds: int):
     return tqdm(total=rounds, unit="round", dynamic_ncols=True)
 
 
-def _postfix(metrics: Mapping[str, np.ndarray], evaluation: Mapping[str, Any] | None) -> dict:
-    shown = {name: float(values[-1]) for name, values in metrics.items()
-             if name != "bytes_sent" and np.ndim(values) == 1}
-    shown.update({name: float(v) for name, v in (evaluation or {}).items()})
-    return {k: f"{v:.4g}" for k, v in shown.items() if math.isfinite(v)}
+def _postfix(part: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """The last call's finite last values, but ``bytes_sent``."""
+    return {name: f"{float(values[-1]):.4g}" for name, values in part.items()
+            if name != "bytes_sent" and np.ndim(values) == 1 and math.isfinite(values[-1])}

@@ -19,6 +19,8 @@ _FLOAT8 = frozenset({TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ,
                      TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ})
 _SMALL_FLOATS = frozenset({TensorProto.FLOAT4E2M1, TensorProto.FLOAT6E2M3,
                            TensorProto.FLOAT6E3M2})
+_SUB_BYTE_INTS = frozenset({TensorProto.INT2, TensorProto.UINT2, TensorProto.INT4,
+                            TensorProto.UINT4})
 
 
 def _is_int(x) -> bool:
@@ -281,13 +283,16 @@ def _cast(ctx, x, to: int):
     """ONNX Cast: ``saturate`` clamps float8 overflow; FLOAT8E8M0 follows ``round_mode``.
 
     Floats go to integer types narrower than 32 bits through int32, so that out-of-range
-    values wrap (as numpy and C casts do) rather than saturate.
+    values wrap (as numpy and C casts do) rather than saturate; 2- and 4-bit integer
+    targets follow :func:`_to_sub_byte_int`.
     """
     dtype = _target_dtype(ctx, to)
     saturate = bool(ctx.attr("saturate", 1))
     x = jnp.asarray(x)
     if x.dtype == dtype:
         return x
+    if to in _SUB_BYTE_INTS:
+        return _to_sub_byte_int(ctx, x, to, dtype)
     if to == TensorProto.FLOAT8E8M0:
         return _to_e8m0(ctx, x, saturate, ctx.attr("round_mode", "up"))
     if to in _FLOAT8 and saturate:
@@ -299,6 +304,25 @@ def _cast(ctx, x, to: int):
             and dtype.itemsize < 4):
         x = x.astype(jnp.int32)
     return x.astype(dtype)
+
+
+def _to_sub_byte_int(ctx, x, to: int, dtype: np.dtype):
+    """``x`` cast to the 2- or 4-bit integer type ``to``, independently of ml_dtypes.
+
+    A float is truncated toward zero; one whose truncation is out of range, NaN or infinite
+    (undefined in the spec) gives 0, as ONNX's reference does with ml_dtypes 0.7. An integer
+    keeps its low bits, read as two's complement for a signed target; a bool gives 0 or 1.
+    """
+    lo, hi = _QUANT_RANGES[to]
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise ctx.error(f"Cast from {x.dtype} to {dtype} is not defined")
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        t = jnp.trunc(x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32))
+        return jnp.where((t >= lo) & (t <= hi), t, 0).astype(jnp.int32).astype(dtype)
+    if x.dtype.itemsize < 4:  # bool and narrow integers: widened exactly
+        x = x.astype(jnp.int32)
+    low = (x & (hi - lo)).astype(jnp.int32)  # hi - lo is 2**bits - 1
+    return jnp.where(low > hi, low - (hi - lo + 1), low).astype(dtype)
 
 
 def _to_e8m0(ctx, x, saturate: bool, round_mode: str):

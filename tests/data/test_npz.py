@@ -1,3 +1,6 @@
+import pickle
+import zipfile
+
 import jax
 import numpy as np
 import pytest
@@ -135,3 +138,143 @@ def test_corrupted_array_is_named(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="'x'"):
         load_npz(path)
+
+
+# -- the archive itself: checked before anything is allocated ------------------------------
+
+
+def _npy(header: dict | None = None, data: bytes = b"", *, raw_header: bytes | None = None,
+         version: bytes = b"\x01\x00") -> bytes:
+    """An .npy member: numpy's magic, ``version``, a header (a dict written as numpy writes it,
+    or ``raw_header``) and ``data``."""
+    if raw_header is None:
+        raw_header = repr(header).encode("latin1") + b"\n"
+    length = len(raw_header).to_bytes(2 if version == b"\x01\x00" else 4, "little")
+    return np.lib.format.MAGIC_PREFIX + version + length + raw_header + data
+
+
+def _members(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return path
+
+
+def _header(descr="<f4", shape=(5, 2), fortran_order=False):
+    return {"descr": descr, "fortran_order": fortran_order, "shape": shape}
+
+
+Y_NPY = ("y.npy", _npy(_header("<i4", (5,)), Y.tobytes()))
+SIZES_NPY = ("sizes.npy", _npy(_header("<i8", (1,)), np.int64(5).tobytes()))
+
+BAD_MEMBERS = [
+    ("x.npy", _npy(_header(shape=(10**13,)), X.tobytes()), "declares shape \\(10000000000000,\\)"),
+    ("x.npy", _npy(_header(shape=(5, 2)), X.tobytes()[:-4]), "holds 36 bytes"),
+    ("x.npy", _npy(_header("<f8", (5, 2)), X.tobytes()), "of float64 \\(80 bytes\\)"),
+    ("x.npy", _npy(_header("|O", (5,)), pickle.dumps([{}] * 5)), "pickled arrays are refused"),
+    ("x.npy", _npy(_header("<q9")), "invalid .npy dtype"),
+    ("x.npy", _npy(_header("|V0", (5,))), "no fixed scalar element size"),
+    ("x.npy", _npy(_header(shape=(5, -2))), "tuple of integers >= 0"),
+    ("x.npy", _npy(_header(shape=[5, 2]), X.tobytes()), "tuple of integers >= 0"),
+    ("x.npy", _npy(_header(fortran_order=0), X.tobytes()), "fortran_order must be a bool"),
+    ("x.npy", _npy({"descr": "<f4", "shape": (5, 2)}, X.tobytes()), "must be a dict of"),
+    ("x.npy", _npy(raw_header=b"{'descr': '<f4', " + X.tobytes()), "unreadable .npy header"),
+    ("x.npy", _npy(raw_header=b" " * 10_001), "header of 10001 bytes"),
+    ("x.npy", _npy(_header(), X.tobytes(), version=b"\x09\x00"), "unknown .npy format version 9.0"),
+    ("x.npy", X.tobytes(), "no .npy signature"),
+    ("x.npy", np.lib.format.MAGIC_PREFIX + b"\x01\x00\xff", "truncated .npy header"),
+    ("x.txt", b"notes", "member 'x.txt'\\) is not an .npy array"),
+]
+
+
+@pytest.mark.parametrize("member,data,message", BAD_MEMBERS, ids=[m for *_, m in BAD_MEMBERS])
+def test_bad_members_are_refused_naming_file_and_member(tmp_path, member, data, message):
+    path = _members(tmp_path / "bad.npz", [(member, data), Y_NPY, SIZES_NPY])
+    with pytest.raises(DataError, match=message) as info:
+        load_npz(path)
+    assert "bad.npz" in str(info.value) and f"member {member!r}" in str(info.value)
+
+
+def test_duplicate_member_is_refused(tmp_path):
+    x = ("x.npy", _npy(_header(), X.tobytes()))
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        path = _members(tmp_path / "d.npz", [x, Y_NPY, SIZES_NPY, x])
+    with pytest.raises(DataError, match="'x.npy'\\) appears twice"):
+        load_npz(path)
+
+
+def _valid(path, compressed=False):
+    (np.savez_compressed if compressed else np.savez)(path, x=X, y=Y, sizes=[5])
+    return path
+
+
+def test_every_truncation_is_refused(tmp_path):
+    raw = _valid(tmp_path / "v.npz").read_bytes()
+    path = tmp_path / "t.npz"
+    for end in range(len(raw)):
+        path.write_bytes(raw[:end])
+        with pytest.raises(DataError, match="t.npz"):
+            load_npz(path)
+
+
+def _patched(raw: bytes, signature: bytes, offset: int, value: bytes) -> bytes:
+    """``raw`` with ``value`` written ``offset`` bytes into every record starting ``signature``."""
+    out, at = bytearray(raw), raw.find(signature)
+    while at >= 0:
+        out[at + offset:at + offset + len(value)] = value
+        at = raw.find(signature, at + 1)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("offset,value,message", [
+    (10, (99).to_bytes(2, "little"), "NotImplementedError"),  # unknown compression method
+    (8, (1).to_bytes(2, "little"), "encrypted"),              # the encryption flag
+    (42, (2**31).to_bytes(4, "little"), "'x.npy'"),            # a local header past the end
+], ids=["compression method", "encryption flag", "local header offset"])
+def test_corrupted_directory_entries_are_refused(tmp_path, offset, value, message):
+    raw = _valid(tmp_path / "v.npz").read_bytes()
+    path = tmp_path / "c.npz"
+    path.write_bytes(_patched(raw, b"PK\x01\x02", offset, value))
+    with pytest.raises(DataError, match=message):
+        load_npz(path)
+
+
+def test_a_member_the_directory_lost_is_noticed(tmp_path):
+    raw = _valid(tmp_path / "v.npz").read_bytes()
+    path = tmp_path / "c.npz"
+    path.write_bytes(_patched(raw, b"PK\x05\x06", 10, (4).to_bytes(2, "little")))
+    with pytest.raises(DataError, match="declares 4 members but its directory lists 3"):
+        load_npz(path)
+
+
+def test_max_bytes_caps_all_arrays_together(tmp_path):
+    path = _valid(tmp_path / "v.npz")
+    total = X.nbytes + Y.nbytes + 8
+    assert load_npz(path, max_bytes=total).x.shape == (1, 5, 2)
+    with pytest.raises(DataError, match=f"exceed max_bytes={total - 1}"):
+        load_npz(path, max_bytes=total - 1)
+    with pytest.raises(DataError, match="'x'.* exceed max_bytes=39"):
+        load_npz(path, max_bytes=39)
+    for bad in (0, -1, 1.5, True, "4"):
+        with pytest.raises(DataError, match="max_bytes"):
+            load_npz(path, max_bytes=bad)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_arrays_read_as_numpy_reads_them(tmp_path, version, compressed):
+    rng = np.random.default_rng(0)
+    arrays = {"x": np.asfortranarray(rng.standard_normal((6, 3, 2))).astype(">f8"),
+              "y": rng.integers(0, 2, 6).astype(bool), "sizes": np.array([4, 2], ">i2"),
+              "max_size": np.uint8(5)}
+    path = tmp_path / "v.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) \
+            as archive:
+        for name, a in arrays.items():
+            with archive.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, a, version=version)
+    want = np.load(path)
+    data = load_npz(path)
+    x, y = want["x"], want["y"]
+    expected = FederatedData.from_clients([x[:4], x[4:]], [y[:4], y[4:]], pad_to=5)
+    _assert_equal(data, expected)

@@ -3,7 +3,7 @@
 An :class:`Envelope` carries a source peer id, the fills for the destination's input
 sites, a correlation id and the remaining deadline. The byte layout is in
 ``docs/envelope.md``. :func:`decode` is total: for any input it returns an
-:class:`Envelope` or raises an :class:`~bbjax.runtime.errors.EnvelopeError`, and it checks
+:class:`Envelope` or raises an :class:`~bbjax.errors.EnvelopeError`, and it checks
 every declared length against :class:`Limits` before it copies anything.
 """
 
@@ -14,7 +14,13 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TruncatedEnvelope, UnsupportedVersion
+from bbjax.errors import (
+    EnvelopeError,
+    MalformedEnvelope,
+    OversizedEnvelope,
+    TruncatedEnvelope,
+    UnsupportedVersion,
+)
 
 MAGIC = b"BBJE"
 FORMAT_VERSION = 1

@@ -8,8 +8,9 @@ port to the payload delivered there (a list of arrays); ``outbox`` each send por
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -19,7 +20,6 @@ from bbjax.compiler import annotations as ann
 from bbjax.components import Component
 from bbjax.errors import StepError
 from bbjax.onnx import lower
-
 
 
 @dataclass
@@ -59,7 +59,7 @@ class PartitionStep:
         self.components = {s: bindings[s] for s in self.slots}
         self.receives = [ann.get(n, ann.PORT) for n in function.node if ann.is_recv(n)]
         self.sends = [ann.get(n, ann.PORT) for n in function.node if ann.is_send(n)]
-        self.deadlines = {ann.get(n, ann.PORT): int(ann.get(n, ann.PREFIX + "deadline_ns", "0"))
+        self.deadlines = {ann.get(n, ann.PORT): _deadline_ns(self.target, n)
                           for n in function.node if ann.is_send(n)}
         self.input_names = [i for i in function.input if not i.startswith("state.")]
         self.output_names = [o for o in function.output
@@ -94,3 +94,12 @@ class PartitionStep:
         finally:
             interpreter.runtime = None
         return {n: v for n, v in zip(self._outputs, results) if n in self.output_names}
+
+
+def _deadline_ns(target: str, node: Any) -> int:
+    """A send's ``deadline_ns`` annotation (0: none): decimal digits, below 2**63."""
+    text = ann.get(node, ann.PREFIX + "deadline_ns", "0")
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
+        raise StepError(f"partition {target!r}: send {ann.get(node, ann.PORT)!r} has "
+                        f"deadline_ns {text!r}, not an integer in [0, 2**63)")
+    return int(text)

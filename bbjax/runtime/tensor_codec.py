@@ -2,7 +2,7 @@
 elements (layout in ``docs/envelope.md``), and the type hash that names a tensor type.
 
 :func:`decode_tensor` is total like :func:`~bbjax.runtime.decode`: any input gives an
-array or a :class:`~bbjax.runtime.errors.TensorDecodeError`, and the shape is checked
+array or a :class:`~bbjax.errors.TensorDecodeError`, and the shape is checked
 against :class:`~bbjax.runtime.Limits` before anything is allocated.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from bbjax.runtime.envelope import DEFAULT_LIMITS, Limits, byte_view
 from bbjax.errors import TensorDecodeError, TensorEncodeError
+from bbjax.runtime.envelope import DEFAULT_LIMITS, Limits, byte_view
 
 # (code, canonical name, dtype); the codes are ONNX TensorProto.DataType values.
 _DTYPES: tuple[tuple[int, str, np.dtype], ...] = (

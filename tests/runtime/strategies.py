@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import struct
+import zipfile
 import zlib
 
 import ml_dtypes
@@ -10,7 +12,15 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bbjax.runtime import Envelope, Fill, Limits
+from bbjax.errors import TensorDecodeError
+from bbjax.runtime import (
+    Envelope,
+    Fill,
+    Limits,
+    decode_tensor,
+    encode_tensor,
+    type_hash,
+)
 
 WIDE_LIMITS = Limits(2**32 - 1, 2**16 - 1, 2**32 - 1, 2**16 - 1, 255)  # the format's maxima
 
@@ -84,3 +94,111 @@ def mutations(draw: st.DrawFn, valid: bytes, resealed: bool = True) -> bytes:
             value = draw(st.sampled_from(_INTERESTING) | st.integers(0, 2 ** (8 * width) - 1))
             data[at : at + width] = (value % 2 ** (8 * width)).to_bytes(width, "little")
     return reseal(data) if resealed and draw(st.booleans()) else bytes(data)
+
+
+# -- lying envelopes ----------------------------------------------------------------------
+
+BAD_SOURCES = ["²", "١", "01", "-1", "+1", " 1", "1 ", "0x1", "1.0", "abc", "2147483648",
+               "99999999999"]  # not a canonical ASCII peer id in [0, 2**31 - 1]
+BAD_INDICES = ["01", "00", "²", "١", "", "x", "-0", "+1", "1.0", " 1", "999999"]
+
+
+def retyped(array: np.ndarray, dtype: np.dtype | None = None,
+            shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Zeros of ``array``'s dtype and shape unless given."""
+    return np.zeros(array.shape if shape is None else shape,
+                    array.dtype if dtype is None else dtype)
+
+
+def fill_of(site: str, array: np.ndarray, hashed: np.ndarray | None = None) -> Fill:
+    """A fill carrying ``array`` with the type hash of ``hashed`` (default: ``array``'s)."""
+    hashed = array if hashed is None else hashed
+    return Fill(site, type_hash(hashed.dtype, hashed.shape), encode_tensor(array))
+
+
+@st.composite
+def lying_fills(draw: st.DrawFn, fills: tuple[Fill, ...]) -> tuple[tuple[Fill, ...], set[str]]:
+    """``fills`` (one valid message of at least two arrays) after one value lie on each of
+    some fills and at most one structural lie, at least one lie in all; and the Rejected
+    kinds a node may answer with (a single check decides, so one of the lies' kinds)."""
+    port = fills[0].site.rpartition("/")[0]
+    out, kinds = list(fills), set()
+    lied = draw(st.sets(st.integers(0, len(fills) - 1)))
+    structural = draw(st.sampled_from([None, "drop", "extra", "repeat"]))
+    if not lied and structural is None:
+        structural = "repeat"
+    for i in sorted(lied):
+        fill = out[i]
+        array = decode_tensor(fill.payload)
+        lie = draw(st.sampled_from(["shape", "dtype", "hash", "retyped", "payload", "index",
+                                    "port"]))
+        if lie == "shape":
+            shape = draw(SHAPES)
+            shape = (*shape, 2) if shape == array.shape else shape
+            out[i] = Fill(fill.site, fill.type_hash, encode_tensor(retyped(array, shape=shape)))
+            kinds.add("shape_mismatch")
+        elif lie == "dtype":
+            dtype = draw(st.sampled_from([d for d in DTYPES if d != array.dtype]))
+            out[i] = Fill(fill.site, fill.type_hash, encode_tensor(retyped(array, dtype)))
+            kinds.add("type_mismatch")
+        elif lie == "hash":
+            out[i] = Fill(fill.site, draw(U64.filter(lambda h, f=fill: h != f.type_hash)),
+                          fill.payload)
+            kinds.add("type_mismatch")
+        elif lie == "retyped":  # hash and payload agree, on another type
+            other = draw(arrays())
+            if (other.dtype, other.shape) == (array.dtype, array.shape):
+                other = retyped(other, shape=(*other.shape, 2))
+            out[i] = fill_of(fill.site, other)
+            kinds.add("type_mismatch")
+        elif lie == "payload":  # bytes that are not a tensor of the port's type
+            payload = draw(st.binary(max_size=80).filter(lambda b, a=array: not _is_tensor_like(b, a)))
+            out[i] = Fill(fill.site, fill.type_hash, payload)
+            kinds |= {"malformed", "type_mismatch", "shape_mismatch"}
+        elif lie == "index":
+            out[i] = Fill(f"{port}/{draw(st.sampled_from(BAD_INDICES))}", fill.type_hash,
+                          fill.payload)
+            kinds.add("malformed")
+        else:
+            site = draw(st.sampled_from(["nowhere/0", port, f"{port}x/0", f"x/{port}/0"]))
+            out[i] = Fill(site, fill.type_hash, fill.payload)
+            kinds.add("unexpected_port")
+    if structural == "drop":
+        del out[draw(st.integers(0, len(out) - 1))]
+        kinds.add("count_mismatch")
+    elif structural == "extra":
+        out.append(Fill(f"{port}/{len(fills)}", fills[0].type_hash, fills[0].payload))
+        kinds.add("count_mismatch")
+    elif structural == "repeat":
+        out.append(out[draw(st.integers(0, len(out) - 1))])
+        kinds.add("duplicate_fill")
+    if draw(st.booleans()):
+        out = draw(st.permutations(out))
+    return tuple(out), kinds
+
+
+def _is_tensor_like(payload: bytes, array: np.ndarray) -> bool:
+    """Whether ``payload`` decodes to a tensor of ``array``'s dtype and shape."""
+    try:
+        decoded = decode_tensor(payload)
+    except TensorDecodeError:
+        return False
+    return (decoded.dtype, decoded.shape) == (array.dtype, array.shape)
+
+
+# -- snapshot archives --------------------------------------------------------------------
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    """The members of a zip archive, in order."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def rezip(contents: dict[str, bytes], compress: int = zipfile.ZIP_STORED) -> bytes:
+    """A valid zip archive of ``contents`` (CRCs and sizes computed afresh)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compress) as archive:
+        for name, data in contents.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()

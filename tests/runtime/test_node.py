@@ -8,52 +8,26 @@ import numpy as np
 import pytest
 
 from bbjax.compiler import Compiler
-
-from bbjax.errors import PassportError
 from bbjax.compiler.annotations import copy_model as ann_copy
 from bbjax.components import weighted_mean
 from bbjax.dsl import Module
+from bbjax.errors import InstallError, InvalidArgument, PassportError
 from bbjax.runtime.install import install
-from bbjax.errors import InstallError
 from bbjax.runtime.node import AppOutput, NodeConfig, Outbound, Rejected
-from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
+from tests.runtime.conftest import CLIENTS, fedavg_network, round_network, ship
 from tests.runtime.test_step import _direct_client
-
-CLIENTS = (1, 2, 3)
-
-
-@pytest.fixture(scope="module")
-def setup(model):  # noqa: F811
-    bindings = {"model": model, "data": data_source()}
-    compiled = Compiler().bind("model", model).bind("data", bindings["data"]).compile(Round())
-    return compiled, bindings
-
-
-def _network(setup):
-    compiled, bindings = setup
-    server = install(0, compiled, ["round", "round_server"], bindings,
-                     NodeConfig(peers={"client": CLIENTS, "server": [0]}))
-    clients = {p: install(p, compiled, ["round_client"], bindings,
-                          NodeConfig(peers={"server": [0]})) for p in CLIENTS}
-    return server, clients
-
-
-def _ship(steps, nodes):
-    for step in steps:
-        if isinstance(step, Outbound):
-            nodes[step.peer].deliver(step.data)
 
 
 def test_a_round_closes_over_envelope_bytes(setup):
-    compiled, bindings = setup
-    server, clients = _network(setup)
+    _, bindings = setup
+    server, clients = round_network(setup)
     nodes = {0: server, **clients}
     server.start()
     first = server.poll()
     assert sorted(s.peer for s in first if isinstance(s, Outbound)) == list(CLIENTS)
-    _ship(first, nodes)
+    ship(first, nodes)
     for peer in CLIENTS:
-        _ship(clients[peer].poll(), nodes)
+        ship(clients[peer].poll(), nodes)
     outputs = [s for s in server.poll() if isinstance(s, AppOutput)]
     assert len(outputs) == 2 * len(CLIENTS)  # one update (two arrays) per client arrival
     server_params = bindings["model"].call("params", server.states["model"])[1]
@@ -64,7 +38,7 @@ def test_a_round_closes_over_envelope_bytes(setup):
 
 
 def test_duplicates_and_garbage_become_events(setup):
-    server, clients = _network(setup)
+    server, clients = round_network(setup)
     server.start()
     envelopes = [s for s in server.poll() if isinstance(s, Outbound)]
     client = clients[envelopes[0].peer]
@@ -74,17 +48,22 @@ def test_duplicates_and_garbage_become_events(setup):
     client.deliver(envelopes[0].data[:-3])   # truncated
     steps = client.poll()
     kinds = sorted(s.kind for s in steps if isinstance(s, Rejected))
-    assert kinds == ["duplicate", "malformed", "malformed"]
+    assert kinds == ["duplicate", "malformed", "truncated"]
     assert sum(isinstance(s, Outbound) for s in steps) == 1  # the round still ran once
 
 
 def test_unexpected_port_is_rejected_and_accepted_data_kept(setup):
-    server, clients = _network(setup)
+    server, clients = round_network(setup)
     server.start()
-    envelope = next(s for s in server.poll() if isinstance(s, Outbound))
-    # the server itself does not receive "global": deliver it there
-    server.deliver(envelope.data)
-    assert [s.kind for s in server.poll() if isinstance(s, Rejected)] == ["unexpected_port"]
+    to = {s.peer: s.data for s in server.poll() if isinstance(s, Outbound)}
+    clients[1].deliver(to[1])
+    update = next(s.data for s in clients[1].poll() if isinstance(s, Outbound))
+    clients[2].deliver(update)  # clients do not receive "update"
+    clients[2].deliver(to[2])
+    steps = clients[2].poll()
+    assert [(s.kind, s.source, s.port) for s in steps if isinstance(s, Rejected)] == [
+        ("unexpected_port", "1", "update")]
+    assert [s.peer for s in steps if isinstance(s, Outbound)] == [0]
 
 
 def test_full_inbound_queue_refuses_without_raising(setup):
@@ -108,55 +87,8 @@ def test_install_checks_targets_and_bindings(setup):
         install(0, compiled, ["round_client"], other)
 
 
-def test_snapshot_restores_the_whole_node(setup):
-    compiled, bindings = setup
-    server, clients = _network(setup)
-    server.start()
-    envelopes = [s for s in server.poll() if isinstance(s, Outbound)]
-    client = clients[envelopes[0].peer]
-    client.deliver(envelopes[0].data)
-    client.poll()                           # consumes the message: state moves on
-    client.deliver(envelopes[0].data)       # a duplicate, still queued
-    restored = type(client).restore(client.snapshot(), bindings)
-    chex.assert_trees_all_equal(restored.states, client.states)
-    out_a, out_b = client.poll(), restored.poll()
-    assert [type(s).__name__ for s in out_a] == [type(s).__name__ for s in out_b] == ["Rejected"]
-    server.start()
-    again = next(s for s in server.poll() if isinstance(s, Outbound) and s.peer == client.peer)
-    for node in (client, restored):
-        node.deliver(again.data)
-    sent = [[s.data for s in node.poll() if isinstance(s, Outbound)] for node in (client, restored)]
-    assert sent[0] == sent[1] and len(sent[0]) == 1
-
-
-def test_bad_snapshot_is_a_snapshot_error(setup):
-    from bbjax.errors import SnapshotError
-    _, bindings = setup
-    server, _ = _network(setup)
-    data = server.snapshot()
-    for broken in (b"", data[:100], data[: len(data) // 2]):
-        with pytest.raises(SnapshotError):
-            type(server).restore(broken, bindings)
-
-
-@pytest.fixture(scope="module")
-def fedavg(model):  # noqa: F811
-    from bbjax.modules import FedAvgRound
-    data = data_source()
-    compiled = Compiler().bind("model", model).bind("data", data).compile(FedAvgRound(1))
-    return compiled, {"model": model, "data": data}
-
-
-def _fedavg_nodes(fedavg, clients=(1, 2)):
-    compiled, bindings = fedavg
-    server = install(0, compiled, ["fedavg", "fedavg_server"], bindings,
-                     NodeConfig(peers={"client": clients, "server": [0]}))
-    return server, {p: install(p, compiled, ["fedavg_client"], bindings,
-                               NodeConfig(peers={"server": [0]})) for p in clients}
-
-
 def test_gather_waits_for_every_sender_then_runs_once(fedavg):
-    server, clients = _fedavg_nodes(fedavg)
+    server, clients = fedavg_network(fedavg)
     server.start()
     for step in server.poll():
         if isinstance(step, Outbound):
@@ -172,8 +104,8 @@ def test_gather_waits_for_every_sender_then_runs_once(fedavg):
 
 
 def test_gather_rejects_strangers_and_close_masks_absent_senders(fedavg):
-    server, clients = _fedavg_nodes(fedavg)
-    stranger_server, strangers = _fedavg_nodes(fedavg, clients=(7,))
+    server, clients = fedavg_network(fedavg)
+    stranger_server, strangers = fedavg_network(fedavg, clients=(7,))
     server.start()
     stranger_server.start()
     for step in server.poll():
@@ -189,14 +121,14 @@ def test_gather_rejects_strangers_and_close_masks_absent_senders(fedavg):
     server.close("update")
     outputs = {s.name: s.value for s in server.poll() if isinstance(s, AppOutput)}
     assert int(outputs["participants"]) == 1
-    with pytest.raises(KeyError):
+    with pytest.raises(InvalidArgument, match="gather port"):
         server.close("global")
 
 
 def test_failing_peer_is_backed_off_marked_down_and_sends_time_out(setup):
     from bbjax.runtime.node import PeerDown, Timeout
     from bbjax.runtime.peer_health import BASE_BACKOFF_NS, DOWN_AFTER
-    server, clients = _network(setup)
+    server, _ = round_network(setup)
     t = 1000.0
     server.report_send_failure(1, now=t)
     server.start()
@@ -215,7 +147,7 @@ def test_failing_peer_is_backed_off_marked_down_and_sends_time_out(setup):
     assert server.health.available(1, int(t * 1e9))
 
 
-def test_sends_to_one_peer_in_one_run_share_an_envelope(model):  # noqa: F811
+def test_sends_to_one_peer_in_one_run_share_an_envelope(net_model):
     from bbjax.runtime.envelope import decode
 
     class TwoPorts(Module):
@@ -227,8 +159,8 @@ def test_sends_to_one_peer_in_one_run_share_an_envelope(model):  # noqa: F811
             g.output("a", g.send("kernel", params["dense"]["kernel"], to=clients))
             g.output("b", g.send("bias", params["dense"]["bias"], to=clients))
 
-    compiled = Compiler().bind("model", model).compile(TwoPorts())
-    node = install(0, compiled, ["two_ports"], {"model": model},
+    compiled = Compiler().bind("model", net_model).compile(TwoPorts())
+    node = install(0, compiled, ["two_ports"], {"model": net_model},
                    NodeConfig(peers={"client": [5, 6]}))
     node.start()
     outbound = [s for s in node.poll() if isinstance(s, Outbound)]
@@ -238,7 +170,7 @@ def test_sends_to_one_peer_in_one_run_share_an_envelope(model):  # noqa: F811
     assert decode(outbound[0].data).deadline_ns == 100_000_000
 
 
-def test_bootstrap_runs_once_at_install(model):  # noqa: F811
+def test_bootstrap_runs_once_at_install(net_model):
     from bbjax.compiler import verify_passport
 
     class Booted(Module):
@@ -251,22 +183,23 @@ def test_bootstrap_runs_once_at_install(model):  # noqa: F811
         def bootstrap(self, g):
             g.output("hello", g.slot("model").params()["dense"]["bias"] + 1.0)
 
-    compiled = Compiler().bind("model", model).compile(Booted())
+    compiled = Compiler().bind("model", net_model).compile(Booted())
     verify_passport(compiled.model)
     assert any(p.startswith("booted__bootstrap#") for p in compiled.partitions)
-    node = install(0, compiled, ["booted"], {"model": model}, NodeConfig(peers={"client": [1]}))
+    node = install(0, compiled, ["booted"], {"model": net_model}, NodeConfig(peers={"client": [1]}))
     first = [s for s in node.poll() if isinstance(s, AppOutput)]
     assert [s.name for s in first] == ["hello"]
     assert node.poll() == []  # only once
-    client = install(1, compiled, ["booted_client"], {"model": model})
+    client = install(1, compiled, ["booted_client"], {"model": net_model})
     assert client.poll() == []  # no bootstrap for the client class
 
 
 def test_wrong_version_and_oversized_envelopes_are_rejected(setup):
     import struct
+
     from bbjax.runtime.envelope import Limits
     compiled, bindings = setup
-    server, clients = _network(setup)
+    server, clients = round_network(setup)
     server.start()
     valid = next(s for s in server.poll() if isinstance(s, Outbound))
     client = clients[valid.peer]
@@ -276,26 +209,26 @@ def test_wrong_version_and_oversized_envelopes_are_rejected(setup):
                     NodeConfig(peers={"server": [0]}, limits=Limits(max_envelope_bytes=64)))
     small.deliver(valid.data)
     rejected = [s for s in client.poll() + small.poll() if isinstance(s, Rejected)]
-    assert [s.kind for s in rejected] == ["malformed", "malformed"]
+    assert [s.kind for s in rejected] == ["wrong_version", "oversized"]
     assert "version" in rejected[0].detail.lower()
     assert "64" in rejected[1].detail
 
 
-def test_targets_binding_one_slot_to_two_components_are_rejected(setup):
+def test_a_partition_claiming_another_component_for_a_slot_is_refused(setup):
     compiled, bindings = setup
     model = ann_copy(compiled.model)
     for prop in model.metadata_props:  # the client partition claims another model component
         if prop.key.startswith("ai.bytesandbrains.binding.round_client") and \
                 prop.key.endswith(".model"):
             prop.value = "model|another_model"
-    with pytest.raises(InstallError, match="'model' is bound to"):
+    with pytest.raises(PassportError, match="altered after compilation"):
         install(0, type(compiled)(model), ["round", "round_client"], bindings)
 
 
 def test_type_mismatched_fill_is_rejected(setup):
     from bbjax.runtime.envelope import Envelope, Fill, encode
     from bbjax.runtime.tensor_codec import encode_tensor, type_hash
-    _, clients = _network(setup)
+    _, clients = round_network(setup)
     arrays = [np.zeros((3,), np.float64), np.zeros((4, 3), np.float32)]  # wrong dtype first
     fills = tuple(Fill(f"global/{i}", type_hash(a.dtype, a.shape), encode_tensor(a))
                   for i, a in enumerate(arrays))

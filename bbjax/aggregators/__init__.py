@@ -1,11 +1,12 @@
 """Aggregation rules: ``agg = NAME(**hyperparameters)``, ``state = agg.init(global_params)``,
-``new_global, state = agg.aggregate(state, global_params, client_params, weights, mask)``.
+``new_global, state, present, rejected = agg.apply(state, global_params, client_params,
+weights, mask)`` (or ``new_global, state = agg.aggregate(...)``).
 
 See :mod:`bbjax.aggregators.base` for the shared conventions and ``docs/algorithms.md`` for
 the table of rules, papers, defaults and Flower names.
 """
 
-from bbjax.aggregators.base import Aggregator, EmptyState
+from bbjax.aggregators.base import Aggregation, Aggregator, EmptyState
 
 from bbjax.errors import AggregatorError
 from bbjax.aggregators.fedavg import FedAvgMState, fedavg, fedavgm
@@ -17,7 +18,7 @@ from bbjax.aggregators.scaffold import (ScaffoldState, scaffold, scaffold_contro
                                         scaffold_gradient)
 
 __all__ = [
-    "Aggregator", "AggregatorError", "EmptyState", "FedAvgMState", "FedOptState",
+    "Aggregation", "Aggregator", "AggregatorError", "EmptyState", "FedAvgMState", "FedOptState",
     "ScaffoldState", "bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedprox",
     "fedyogi", "krum", "median", "qfedavg", "scaffold", "scaffold_control_update",
     "scaffold_gradient", "trimmed_mean",

@@ -21,8 +21,10 @@ CPU_BLOCK_ELEMENTS = 1 << 20
 ACCELERATOR_BLOCK_ELEMENTS = 1 << 26
 
 
-def _block_columns(n: int, elements: int) -> int:
-    return max(1, elements // max(n, 1))
+def _block_columns(n: Any, elements: int, d: int) -> int:
+    """Columns per block: ``elements // n``, or all ``d`` when ``n`` is symbolic (a cohort
+    size fixed only when the traced program runs)."""
+    return max(1, elements // max(n, 1)) if isinstance(n, int) else max(d, 1)
 
 
 def _slice(x: jax.Array, start: Any, size: int) -> jax.Array:
@@ -76,11 +78,11 @@ def map_columns(fn: Callable[..., jax.Array], stacked: jax.Array,
     Returns the outputs concatenated and reshaped to ``stacked.shape[1:]``.
     """
     xs = _flat(stacked, center)
-    n = stacked.shape[0]
+    n, d = xs[0].shape
     out = lax.platform_dependent(
         *xs,
-        cpu=partial(_map_blocks, fn, _block_columns(n, CPU_BLOCK_ELEMENTS)),
-        default=partial(_map_blocks, fn, _block_columns(n, ACCELERATOR_BLOCK_ELEMENTS)))
+        cpu=partial(_map_blocks, fn, _block_columns(n, CPU_BLOCK_ELEMENTS, d)),
+        default=partial(_map_blocks, fn, _block_columns(n, ACCELERATOR_BLOCK_ELEMENTS, d)))
     return out.reshape(stacked.shape[1:])
 
 
@@ -88,11 +90,11 @@ def fold_columns(fn: Callable[..., Any], init: Any, stacked: jax.Array,
                  center: jax.Array | None = None) -> Any:
     """``carry = fn(carry, block[, center_block])`` over column blocks ``[n, c]``."""
     xs = _flat(stacked, center)
-    n = stacked.shape[0]
+    n, d = xs[0].shape
     return lax.platform_dependent(
         init, *xs,
-        cpu=partial(_fold_blocks, fn, _block_columns(n, CPU_BLOCK_ELEMENTS)),
-        default=partial(_fold_blocks, fn, _block_columns(n, ACCELERATOR_BLOCK_ELEMENTS)))
+        cpu=partial(_fold_blocks, fn, _block_columns(n, CPU_BLOCK_ELEMENTS, d)),
+        default=partial(_fold_blocks, fn, _block_columns(n, ACCELERATOR_BLOCK_ELEMENTS, d)))
 
 
 def all_finite(stacked: jax.Array) -> jax.Array:

@@ -14,8 +14,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bbjax.aggregators.base import (Aggregator, Params, check_cohort, skip_round,
-                                    present_clients, require)
+from bbjax.aggregators.base import (Aggregation, Aggregator, Params, check_cohort,
+                                    check_max_weight, outcome, require, skip_round)
 from bbjax.aggregators.fedavg import weighted_mean
 
 
@@ -29,24 +29,26 @@ class FedOptState(NamedTuple):
 
 
 def _check(rule: str, eta: float, eta_l: float, beta_1: float, beta_2: float,
-           tau: float) -> None:
+           tau: float, max_weight: float | None) -> float | None:
     require(eta > 0, f"{rule}: eta must be > 0, got {eta!r}")
     require(eta_l > 0, f"{rule}: eta_l must be > 0, got {eta_l!r}")
     require(0 <= beta_1 < 1, f"{rule}: beta_1 must be in [0, 1), got {beta_1!r}")
     require(0 <= beta_2 < 1, f"{rule}: beta_2 must be in [0, 1), got {beta_2!r}")
     require(tau > 0, f"{rule}: tau must be > 0, got {tau!r}")
+    return check_max_weight(rule, max_weight)
 
 
 def _fedopt(rule: str, beta_1: float, second_moment: Callable[[Any, Any], Any],
-            learning_rate: Callable[[jax.Array], Any], tau: float) -> Aggregator:
+            learning_rate: Callable[[jax.Array], Any], tau: float,
+            max_weight: float | None) -> Aggregator:
     def init(global_params: Params) -> FedOptState:
         zeros = jax.tree.map(jnp.zeros_like, global_params)
         return FedOptState(jnp.zeros((), jnp.int32), zeros, zeros)
 
-    def aggregate(state: FedOptState, global_params: Params, client_params: Params,
-                  weights: Any, mask: Any = None) -> tuple[Params, FedOptState]:
-        _, weights, mask = check_cohort(rule, global_params, client_params, weights, mask)
-        mean, skip = weighted_mean(client_params, weights, present_clients(client_params, mask))
+    def apply(state: FedOptState, global_params: Params, client_params: Params,
+              weights: Any, mask: Any = None) -> Aggregation:
+        cohort = check_cohort(rule, global_params, client_params, weights, mask, max_weight)
+        mean, skip = weighted_mean(client_params, cohort.weights, cohort.present)
         delta = jax.tree.map(jnp.subtract, mean, global_params)
         m = jax.tree.map(lambda m, d: beta_1 * m + (1 - beta_1) * d, state.m, delta)
         v = jax.tree.map(second_moment, state.v, delta)
@@ -54,38 +56,40 @@ def _fedopt(rule: str, beta_1: float, second_moment: Callable[[Any, Any], Any],
         new = jax.tree.map(lambda g, m, v: g + lr * m / (jnp.sqrt(v) + tau), global_params, m, v)
         new_state = FedOptState(state.count + 1, skip_round(skip, state.m, m),
                                 skip_round(skip, state.v, v))
-        return skip_round(skip, global_params, new), new_state
+        return outcome(cohort, skip, global_params, new, new_state)
 
-    return Aggregator(init, aggregate)
+    return Aggregator(init, apply)
 
 
-def fedadagrad(eta: float = 1e-1, eta_l: float = 1e-1, tau: float = 1e-9) -> Aggregator:
+def fedadagrad(eta: float = 1e-1, eta_l: float = 1e-1, tau: float = 1e-9,
+               max_weight: float | None = None) -> Aggregator:
     """FedAdagrad (Flower ``FedAdagrad``): ``m = delta`` (beta_1 is 0), ``v = v + delta^2``."""
-    _check("fedadagrad", eta, eta_l, 0.0, 0.0, tau)
-    return _fedopt("fedadagrad", 0.0, lambda v, d: v + d * d, lambda count: eta, tau)
+    max_weight = _check("fedadagrad", eta, eta_l, 0.0, 0.0, tau, max_weight)
+    return _fedopt("fedadagrad", 0.0, lambda v, d: v + d * d, lambda count: eta, tau,
+                   max_weight)
 
 
 def fedadam(eta: float = 1e-1, eta_l: float = 1e-1, beta_1: float = 0.9, beta_2: float = 0.99,
-            tau: float = 1e-9) -> Aggregator:
+            tau: float = 1e-9, max_weight: float | None = None) -> Aggregator:
     """FedAdam (Flower ``FedAdam``): ``v = beta_2 * v + (1 - beta_2) * delta^2`` and the
     bias-corrected rate ``eta * sqrt(1 - beta_2^(t+1)) / (1 - beta_1^(t+1))`` with Flower's
     1-based ``t = server_round``, i.e. exponent ``count + 2`` (Adam itself would use
     ``count + 1``; reproduced for parity)."""
-    _check("fedadam", eta, eta_l, beta_1, beta_2, tau)
+    max_weight = _check("fedadam", eta, eta_l, beta_1, beta_2, tau, max_weight)
 
     def learning_rate(count: jax.Array) -> jax.Array:
         t = count.astype(jnp.float32) + 2.0
         return eta * jnp.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
 
     return _fedopt("fedadam", beta_1, lambda v, d: beta_2 * v + (1 - beta_2) * d * d,
-                   learning_rate, tau)
+                   learning_rate, tau, max_weight)
 
 
 def fedyogi(eta: float = 1e-2, eta_l: float = 0.0316, beta_1: float = 0.9, beta_2: float = 0.99,
-            tau: float = 1e-3) -> Aggregator:
+            tau: float = 1e-3, max_weight: float | None = None) -> Aggregator:
     """FedYogi (Flower ``FedYogi``): ``v = v - (1 - beta_2) * delta^2 * sign(v - delta^2)``,
     no bias correction."""
-    _check("fedyogi", eta, eta_l, beta_1, beta_2, tau)
+    max_weight = _check("fedyogi", eta, eta_l, beta_1, beta_2, tau, max_weight)
     return _fedopt("fedyogi", beta_1,
                    lambda v, d: v - (1 - beta_2) * d * d * jnp.sign(v - d * d),
-                   lambda count: eta, tau)
+                   lambda count: eta, tau, max_weight)

@@ -8,37 +8,40 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bbjax.aggregators.base import (Aggregator, EmptyState, Params, check_cohort, skip_round,
-                                    present_clients, require)
+from bbjax.aggregators.base import (Aggregation, Aggregator, EmptyState, Params,
+                                    check_cohort, check_max_weight, outcome, require)
 from bbjax.aggregators.columns import client_sum, sq_distances_to
 
 
-def qfedavg(q: float = 0.2, learning_rate: float = 0.1) -> Aggregator:
+def qfedavg(q: float = 0.2, learning_rate: float = 0.1,
+            max_weight: float | None = None) -> Aggregator:
     """q-FedAvg (Flower ``QFedAvg(q_param, qffl_learning_rate)``).
 
     ``aggregate`` takes the clients' losses at the global model as the keyword ``losses``
     (``[n]``, or a scalar shared by all: Flower passes its server-side evaluation loss).
     With ``F_i = losses_i + 1e-10`` and ``g_i = (global - client_i) / learning_rate``:
     ``h_i = q F_i^(q-1) ||g_i||^2 + F_i^q / learning_rate`` and
-    ``global = global - sum_i F_i^q g_i / sum_i h_i``. ``weights`` are not used; a client
-    with a non-finite loss counts as absent.
+    ``global = global - sum_i F_i^q g_i / sum_i h_i``. ``weights`` only decide rejection
+    (:mod:`bbjax.aggregators.base`); a client with a non-finite loss is rejected too.
     """
     require(q >= 0, f"qfedavg: q must be >= 0, got {q!r}")
     require(learning_rate > 0, f"qfedavg: learning_rate must be > 0, got {learning_rate!r}")
+    max_weight = check_max_weight("qfedavg", max_weight)
 
     def init(global_params: Params) -> EmptyState:
         return EmptyState()
 
-    def aggregate(state: EmptyState, global_params: Params, client_params: Params,
-                  weights: Any, mask: Any = None, *,
-                  losses: Any) -> tuple[Params, EmptyState]:
-        n, _, mask = check_cohort("qfedavg", global_params, client_params, weights, mask)
+    def apply(state: EmptyState, global_params: Params, client_params: Params,
+              weights: Any, mask: Any = None, *, losses: Any) -> Aggregation:
+        cohort = check_cohort("qfedavg", global_params, client_params, weights, mask,
+                              max_weight)
+        n = cohort.n
         losses = jnp.asarray(losses)
         require(losses.shape in ((), (n,)),
                 f"qfedavg: losses has shape {losses.shape}, expected () or ({n},)")
         losses = jnp.broadcast_to(losses.astype(jnp.promote_types(losses.dtype, jnp.float32)),
                                   (n,))
-        present = present_clients(client_params, mask) & jnp.isfinite(losses)
+        present = cohort.present & jnp.isfinite(losses)
         f = jnp.where(present, losses, 1.0) + 1e-10
         sq_norm = sum(jax.tree.leaves(jax.tree.map(sq_distances_to, client_params,
                                                    global_params))) / learning_rate ** 2
@@ -48,6 +51,6 @@ def qfedavg(q: float = 0.2, learning_rate: float = 0.1) -> Aggregator:
         coef = f ** q / (learning_rate * jnp.where(skip, 1, h_total))
         new = jax.tree.map(lambda g, x: g + client_sum(coef, x, present, g),
                            global_params, client_params)
-        return skip_round(skip, global_params, new), state
+        return outcome(cohort, skip, global_params, new, state, present)
 
-    return Aggregator(init, aggregate)
+    return Aggregator(init, apply)

@@ -1,7 +1,7 @@
 """Byzantine-robust rules: coordinate-wise median and trimmed mean, Krum / Multi-Krum and
 Bulyan, as Flower's ``FedMedian``, ``FedTrimmedAvg``, ``Krum`` and ``Bulyan`` compute them.
 
-Absent and non-finite clients are set aside before any order statistic or distance is
+Absent and rejected clients are set aside before any order statistic or distance is
 taken, so they are never selected and never counted (see :mod:`bbjax.aggregators.base`).
 """
 
@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bbjax.aggregators.base import (Aggregator, EmptyState, Params, check_cohort,
-                                    check_nonnegative_int, count, skip_round, present_clients,
-                                    require)
+from bbjax.aggregators.base import (Aggregation, Aggregator, EmptyState, Params,
+                                    check_cohort, check_max_weight, check_nonnegative_int,
+                                    count, mean_coefficients, outcome, require)
 from bbjax.aggregators.columns import client_sum, gram, map_columns, sort_clients
 
 
@@ -32,24 +32,25 @@ def _middle(s: jax.Array, m: jax.Array) -> jax.Array:
     return (lo + hi) / 2
 
 
-def _stateless(rule: str, combine: Any) -> Aggregator:
+def _stateless(rule: str, combine: Any, max_weight: float | None) -> Aggregator:
     """An aggregator whose result is ``combine(n, global, clients, weights, present)``
     returning ``(new_global, skip)``."""
+    max_weight = check_max_weight(rule, max_weight)
 
     def init(global_params: Params) -> EmptyState:
         return EmptyState()
 
-    def aggregate(state: EmptyState, global_params: Params, client_params: Params,
-                  weights: Any, mask: Any = None) -> tuple[Params, EmptyState]:
-        n, weights, mask = check_cohort(rule, global_params, client_params, weights, mask)
-        new, skip = combine(n, global_params, client_params, weights,
-                            present_clients(client_params, mask))
-        return skip_round(skip, global_params, new), state
+    def apply(state: EmptyState, global_params: Params, client_params: Params,
+              weights: Any, mask: Any = None) -> Aggregation:
+        cohort = check_cohort(rule, global_params, client_params, weights, mask, max_weight)
+        new, skip = combine(cohort.n, global_params, client_params, cohort.weights,
+                            cohort.present)
+        return outcome(cohort, skip, global_params, new, state)
 
-    return Aggregator(init, aggregate)
+    return Aggregator(init, apply)
 
 
-def median() -> Aggregator:
+def median(max_weight: float | None = None) -> Aggregator:
     """Coordinate-wise median of the present clients, unweighted (Flower ``FedMedian``)."""
 
     def combine(n, global_params, client_params, weights, present):
@@ -59,10 +60,10 @@ def median() -> Aggregator:
             client_params)
         return new, m == 0
 
-    return _stateless("median", combine)
+    return _stateless("median", combine, max_weight)
 
 
-def trimmed_mean(proportion: float = 0.2) -> Aggregator:
+def trimmed_mean(proportion: float = 0.2, max_weight: float | None = None) -> Aggregator:
     """Coordinate-wise mean after cutting ``int(proportion * m)`` of the ``m`` present values
     from each end, unweighted (Flower ``FedTrimmedAvg(beta)``, Yin et al. 2018)."""
     require(0 <= proportion < 0.5,
@@ -81,7 +82,7 @@ def trimmed_mean(proportion: float = 0.2) -> Aggregator:
 
         return jax.tree.map(lambda x: map_columns(column, x), client_params), m == 0
 
-    return _stateless("trimmed_mean", combine)
+    return _stateless("trimmed_mean", combine, max_weight)
 
 
 def _distances(global_params: Params, client_params: Params, present: jax.Array) -> jax.Array:
@@ -136,7 +137,8 @@ class _KrumScorer:
         return others, rank - ((self.cols >= pos) & active)
 
 
-def krum(num_malicious: int = 0, num_to_keep: int = 0) -> Aggregator:
+def krum(num_malicious: int = 0, num_to_keep: int = 0,
+         max_weight: float | None = None) -> Aggregator:
     """Krum (Blanchard et al. 2017; Flower ``Krum(num_malicious_clients,
     num_clients_to_keep)``).
 
@@ -163,25 +165,23 @@ def krum(num_malicious: int = 0, num_to_keep: int = 0) -> Aggregator:
             return new, skip
         rank = jnp.argsort(jnp.argsort(scorer.scores(present, *scorer.start(present))))
         kept = present & (rank < num_to_keep)
-        w = jnp.where(kept, weights, 0)
-        total = jnp.sum(w)
-        coef = w / jnp.where(total > 0, total, 1)
+        coef, empty = mean_coefficients(weights, kept)
         new = jax.tree.map(lambda x: client_sum(coef, x, kept), client_params)
-        return new, skip | ~(total > 0)
+        return new, skip | empty
 
-    return _stateless("krum", combine)
+    return _stateless("krum", combine, max_weight)
 
 
-def bulyan(num_malicious: int = 0) -> Aggregator:
+def bulyan(num_malicious: int = 0, max_weight: float | None = None) -> Aggregator:
     """Bulyan over Krum (El Mhamdi et al. 2018; Flower ``Bulyan(num_malicious_clients)``).
 
     With ``m`` present clients: pick ``theta = m - 2f`` of them by repeated Krum (each time
     the lowest Krum score among those left, ties to the lowest index); then, per coordinate,
     average the ``beta = theta - 2f`` picked values closest to their median. Needs a cohort
     of ``n >= 4f + 3``; a round with fewer than ``4f + 3`` present clients is skipped.
-    ``weights`` are not used. For ``f <= 2`` the last picks score each client by its single
-    nearest neighbour, so a mutually nearest pair ties and the pick depends on client order,
-    as in Flower.
+    ``weights`` only decide rejection. For ``f <= 2`` the last picks score each client by
+    its single nearest neighbour, so a mutually nearest pair ties and the pick depends on
+    client order, as in Flower.
     """
     check_nonnegative_int("bulyan", "num_malicious", num_malicious)
     f = num_malicious
@@ -219,4 +219,4 @@ def bulyan(num_malicious: int = 0) -> Aggregator:
         new = jax.tree.map(lambda x: map_columns(column, x), client_params)
         return new, m < 4 * f + 3
 
-    return _stateless("bulyan", combine)
+    return _stateless("bulyan", combine, max_weight)

@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bbjax.aggregators.base import (Aggregator, Params, check_cohort, count, skip_round,
-                                    present_clients, require)
+from bbjax.aggregators.base import (Aggregation, Aggregator, Params, check_cohort,
+                                    check_max_weight, check_stacked, count, finite_clients,
+                                    mean_coefficients, outcome, require, skip_round)
 from bbjax.aggregators.columns import client_sum
 
 
@@ -25,7 +26,8 @@ class ScaffoldState(NamedTuple):
     control: Params
 
 
-def scaffold(server_learning_rate: float = 1.0, num_clients: int | None = None) -> Aggregator:
+def scaffold(server_learning_rate: float = 1.0, num_clients: int | None = None,
+             max_weight: float | None = None) -> Aggregator:
     """SCAFFOLD server rule.
 
     ``aggregate`` takes the clients' control deltas ``c_i+ - c_i`` (stacked like
@@ -34,37 +36,38 @@ def scaffold(server_learning_rate: float = 1.0, num_clients: int | None = None) 
     the present clients' ``weights`` normalised to sum to one (equal weights give the
     paper's plain mean), and ``c = c + sum_i control_delta_i / N`` over the present clients,
     where ``N = num_clients`` (the population size) or, when None, the number present.
-    A client with a non-finite control delta counts as absent.
+    A client with a non-finite control delta is rejected too
+    (:mod:`bbjax.aggregators.base`).
     """
     require(server_learning_rate > 0,
             f"scaffold: server_learning_rate must be > 0, got {server_learning_rate!r}")
     require(num_clients is None or (isinstance(num_clients, int) and num_clients > 0),
             f"scaffold: num_clients must be a positive int or None, got {num_clients!r}")
+    max_weight = check_max_weight("scaffold", max_weight)
 
     def init(global_params: Params) -> ScaffoldState:
         return ScaffoldState(jax.tree.map(jnp.zeros_like, global_params))
 
-    def aggregate(state: ScaffoldState, global_params: Params, client_params: Params,
-                  weights: Any, mask: Any = None, *,
-                  control_deltas: Params) -> tuple[Params, ScaffoldState]:
-        _, weights, mask = check_cohort("scaffold", global_params, client_params, weights, mask)
-        check_cohort("scaffold", global_params, control_deltas, weights, mask, "control_deltas")
-        present = present_clients(client_params, mask) & present_clients(control_deltas, mask)
-        w = jnp.where(present, weights, 0)
-        total = jnp.sum(w)
-        skip = ~(total > 0)
-        coef = w / jnp.where(skip, 1, total)
+    def apply(state: ScaffoldState, global_params: Params, client_params: Params,
+              weights: Any, mask: Any = None, *, control_deltas: Params) -> Aggregation:
+        cohort = check_cohort("scaffold", global_params, client_params, weights, mask,
+                              max_weight)
+        n = check_stacked("scaffold", global_params, control_deltas, "control_deltas")
+        require(n == cohort.n, f"scaffold: control_deltas stacks {n} clients, client_params "
+                f"stacks {cohort.n}")
+        present = cohort.present & finite_clients(control_deltas)
+        coef, skip = mean_coefficients(cohort.weights, present)
         new = jax.tree.map(
             lambda g, x: g + server_learning_rate * client_sum(coef, x, present, g),
             global_params, client_params)
         population = num_clients if num_clients is not None else jnp.maximum(count(present), 1)
-        ones = jnp.ones_like(weights) / population
+        ones = jnp.ones_like(cohort.weights) / population
         control = jax.tree.map(lambda c, d: c + client_sum(ones, d, present),
                                state.control, control_deltas)
-        return (skip_round(skip, global_params, new),
-                ScaffoldState(skip_round(skip, state.control, control)))
+        return outcome(cohort, skip, global_params, new,
+                       ScaffoldState(skip_round(skip, state.control, control)), present)
 
-    return Aggregator(init, aggregate)
+    return Aggregator(init, apply)
 
 
 def scaffold_gradient(grads: Params, client_control: Params, server_control: Params) -> Params:

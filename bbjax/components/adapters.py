@@ -9,6 +9,8 @@
   as the rule's per-client input where it takes one (``losses`` for ``qfedavg``,
   ``control_deltas`` for ``scaffold``); the rule's state (momenta, control variates)
   carries over between rounds in the component's state and ``rule_state`` reads it.
+  Both return the total weight of the clients that took part; the state's ``rejected``
+  holds how many clients the rule rejected in the last aggregation.
 - :func:`codec_component`: a ``bbjax.compression`` codec as a Codec; randomized codecs
   draw from a key kept in the state.
 - :func:`selector_component`: a ``bbjax.selection`` selector as a PeerSelector; ``sample``
@@ -26,7 +28,7 @@ from flax import struct
 
 from bbjax.components.component import Component, PyTree
 from bbjax.components.roles import Role
-from bbjax.components.weighted_mean import WeightedMeanState, weighted_mean
+from bbjax.components.weighted_mean import WeightedMeanState, apply_to_buffer, weighted_mean
 
 
 @struct.dataclass
@@ -34,6 +36,7 @@ class RuleAggregatorState:
     buffer: WeightedMeanState
     rule_state: PyTree
     global_params: PyTree
+    rejected: jax.Array  # int32, clients the rule rejected in the last aggregation
 
 
 def rule_aggregator(rule: Any, capacity: int, initial_params: PyTree,
@@ -44,30 +47,27 @@ def rule_aggregator(rule: Any, capacity: int, initial_params: PyTree,
 
     def init(key: jax.Array) -> RuleAggregatorState:
         params = jax.tree.map(jnp.asarray, initial_params)
-        return RuleAggregatorState(buffer.init(key), rule.init(params), params)
+        return RuleAggregatorState(buffer.init(key), rule.init(params), params, jnp.int32(0))
 
     def contribute(state, peer, tensor, weight):
         new_buffer, outputs = buffer.methods["contribute"](state.buffer, peer, tensor, weight)
         return state.replace(buffer=new_buffer), outputs
 
     def aggregate(state):
-        mask = state.buffer.peers >= 0
-        new_global, rule_state = rule.aggregate(state.rule_state, state.global_params,
-                                                state.buffer.tensors, state.buffer.weights, mask)
-        total = jnp.sum(jnp.where(mask, state.buffer.weights, 0.0))
-        cleared, _ = buffer.methods["aggregate"](state.buffer)
-        return (RuleAggregatorState(cleared, rule_state, new_global), (new_global, total))
+        cleared, out, total = apply_to_buffer(rule, state.rule_state, state.global_params,
+                                              state.buffer)
+        return (RuleAggregatorState(cleared, out.state, out.params, out.rejected),
+                (out.params, total))
 
     extra_name = next((n for n in ("losses", "control_deltas")
-                       if n in inspect.signature(rule.aggregate).parameters), None)
+                       if n in inspect.signature(rule.apply).parameters), None)
 
     def aggregate_stacked(state, global_params, tensors, weights, mask, extra):
         extra = {extra_name: extra} if extra_name else {}
-        new_global, rule_state = rule.aggregate(state.rule_state, global_params, tensors,
-                                                weights, mask, **extra)
-        total = jnp.sum(jnp.where(mask, jnp.asarray(weights, jnp.float32), 0.0))
-        return (state.replace(rule_state=rule_state, global_params=new_global),
-                (new_global, total))
+        out = rule.apply(state.rule_state, global_params, tensors, weights, mask, **extra)
+        total = jnp.sum(jnp.where(out.present, jnp.asarray(weights, jnp.float32), 0.0))
+        return (RuleAggregatorState(state.buffer, out.state, out.params, out.rejected),
+                (out.params, total))
 
     def rule_state(state):
         return state, state.rule_state

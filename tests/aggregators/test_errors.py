@@ -43,6 +43,15 @@ def test_bad_hyperparameters(make, match):
         make()
 
 
+@pytest.mark.parametrize("make", [agg.fedavg, agg.fedavgm, agg.fedadagrad, agg.fedadam,
+                                  agg.fedyogi, agg.qfedavg, agg.median, agg.trimmed_mean,
+                                  agg.krum, agg.bulyan, agg.scaffold])
+@pytest.mark.parametrize("max_weight", [0, -1.0, float("nan"), float("inf"), True, "100"])
+def test_bad_max_weight(make, max_weight):
+    with pytest.raises(AggregatorError, match=r"max_weight must be a finite number > 0"):
+        make(max_weight=max_weight)
+
+
 def _trace(rule, g, c, w, mask=None, **kw):
     return jax.jit(rule.aggregate).trace(rule.init(g), g, c, w, mask, **kw)
 

@@ -7,53 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from . import reference as ref
-from .common import RULES, close, cohort, extras, models, run
+from .common import RULES, close, cohort, expected, extras, poison, run
 
 N = 11
 ROBUST = ["median", "trimmed_mean", "krum", "multikrum", "bulyan"]
-
-
-def expected(name, g, clients, w, kw, keep):
-    """The float64 reference of one round from a fresh state, on the clients in ``keep``."""
-    sub, ws = models(clients, keep), w[keep]
-    g_list = jax.tree.leaves(g)
-    if name == "fedavg":
-        return ref.fedavg(sub, ws)
-    if name == "fedavgm":
-        return ref.fedavgm_round(g_list, sub, ws, 0.7, 0.9, None)[0]
-    if name in ("fedadagrad", "fedadam", "fedyogi"):
-        kind = name[3:]
-        hyper = {"adagrad": dict(eta=1e-1, beta_1=0.0, beta_2=0.0, tau=1e-9),
-                 "adam": dict(eta=1e-1, beta_1=0.9, beta_2=0.99, tau=1e-9),
-                 "yogi": dict(eta=1e-2, beta_1=0.9, beta_2=0.99, tau=1e-3)}[kind]
-        return ref.fedopt_round(kind, g_list, sub, ws, 1, None, None, **hyper)[0]
-    if name == "median":
-        return ref.median(sub)
-    if name == "trimmed_mean":
-        return ref.trimmed_mean(sub, 0.2)
-    if name == "krum":
-        return ref.krum(sub, ws, 2, 0)
-    if name == "multikrum":
-        return ref.krum(sub, ws, 2, 4)
-    if name == "bulyan":
-        return ref.bulyan(sub, 1)
-    if name == "qfedavg":
-        return ref.qfedavg(g_list, sub, kw["losses"][keep], 0.5, 0.1)
-    if name == "scaffold":
-        zeros = [np.zeros_like(x) for x in g_list]
-        return ref.scaffold_round(g_list, zeros, sub, models(kw["control_deltas"], keep), ws,
-                                  0.8, 20)[0]
-    raise AssertionError(name)
-
-
-def _poison(tree, clients, value, coord=0):
-    """Set one coordinate of the first leaf of ``clients`` to ``value``."""
-    leaves, treedef = jax.tree.flatten(tree)
-    first = np.array(leaves[0])
-    for i, v in zip(clients, value):
-        first[i].flat[coord] = v
-    return treedef.unflatten([first, *leaves[1:]])
 
 
 @pytest.mark.parametrize("name", list(RULES))
@@ -75,7 +32,7 @@ def test_nonfinite_clients_count_as_absent(name):
     g, c, w = cohort(21, "dense", N)
     kw = extras(name, c, N)
     bad = [0, 5, 7]
-    c = _poison(c, bad, [np.nan, np.inf, -np.inf], coord=3)
+    c = poison(c, bad, [np.nan, np.inf, -np.inf], coord=3)
     out, _ = run(name, g, c, w, **kw)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(out))
     keep = np.ones(N, bool)
@@ -91,7 +48,7 @@ def test_nonfinite_loss_or_control_delta_counts_as_absent():
     kw["losses"][[2, 6]] = [np.nan, np.inf]
     close(run("qfedavg", g, c, w, **kw)[0], expected("qfedavg", g, c, w, kw, keep))
     kw = extras("scaffold", c, N)
-    kw["control_deltas"] = _poison(kw["control_deltas"], [2, 6], [np.nan, -np.inf])
+    kw["control_deltas"] = poison(kw["control_deltas"], [2, 6], [np.nan, -np.inf])
     close(run("scaffold", g, c, w, **kw)[0], expected("scaffold", g, c, w, kw, keep))
 
 

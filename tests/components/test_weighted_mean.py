@@ -17,8 +17,9 @@ from bbjax.components import Status, weighted_mean
 from bbjax.errors import ComponentError
 
 CAPACITY = 3
+MAX_WEIGHT = 100.0
 EXAMPLE = {"w": jnp.zeros((2, 3)), "b": jnp.zeros((3,))}
-AGG = weighted_mean(CAPACITY, EXAMPLE)
+AGG = weighted_mean(CAPACITY, EXAMPLE, max_weight=MAX_WEIGHT)
 CONTRIBUTE = jax.jit(functools.partial(AGG.call, "contribute"))
 AGGREGATE = jax.jit(functools.partial(AGG.call, "aggregate"))
 
@@ -32,7 +33,8 @@ def _unstack(tree, n):
 
 
 class Reference:
-    """FedAvg in float64: replace on repeat, reject bad weight / peer / full."""
+    """FedAvg in float64: replace on repeat, reject bad weight / peer / full at contribute and
+    non-finite tensors at aggregate."""
 
     def __init__(self):
         self.buffer = {}
@@ -41,7 +43,7 @@ class Reference:
     def contribute(self, peer, tensor, weight):
         if peer < 0:
             status = Status.INVALID_PEER
-        elif not (math.isfinite(weight) and weight > 0):
+        elif not (math.isfinite(weight) and 0 < weight <= MAX_WEIGHT):
             status = Status.INVALID_WEIGHT
         elif peer not in self.buffer and len(self.buffer) == CAPACITY:
             status = Status.FULL
@@ -52,27 +54,32 @@ class Reference:
         return status
 
     def aggregate(self):
-        total = sum(w for _, w in self.buffer.values())
-        if not self.buffer:
+        kept = [(t, w) for t, w in self.buffer.values()
+                if all(np.isfinite(t[k]).all() for k in EXAMPLE)]
+        self.rejected += len(self.buffer) - len(kept)
+        total = sum(w for _, w in kept)
+        if not kept:
             result = {k: np.zeros(v.shape) for k, v in EXAMPLE.items()}
         else:
-            result = {
-                k: sum(w * np.asarray(t[k], np.float64) for t, w in self.buffer.values()) / total
-                for k in EXAMPLE
-            }
+            result = {k: sum(w * np.asarray(t[k], np.float64) for t, w in kept) / total
+                      for k in EXAMPLE}
         self.buffer = {}
-        return result, total, Status.EMPTY if total == 0 else Status.OK
+        return result, total, Status.EMPTY if not kept else Status.OK
 
 
-def _tensor(seed):
+def _tensor(seed, poison=None):
     rng = np.random.default_rng(seed)
-    return {k: rng.normal(size=v.shape).astype(np.float32) for k, v in EXAMPLE.items()}
+    tensor = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in EXAMPLE.items()}
+    if poison is not None:
+        tensor["w"][1, seed % 3] = poison
+    return tensor
 
 
 contribution = st.tuples(
     st.integers(-1, 4),
     st.integers(0, 2**16),
-    st.sampled_from([-1.0, 0.0, 0.5, 1.0, 3.0, 10.0, 250.0, math.nan, math.inf]),
+    st.sampled_from([-1.0, 0.0, 0.5, 1.0, 3.0, 10.0, 100.0, 250.0, math.nan, math.inf]),
+    st.sampled_from([None, None, None, math.nan, math.inf, -math.inf]),
 )
 
 
@@ -81,8 +88,8 @@ contribution = st.tuples(
 def test_matches_the_float64_reference(rounds):
     state, ref = AGG.init(jax.random.key(0)), Reference()
     for contributions in rounds:
-        for peer, seed, weight in contributions:
-            tensor = _tensor(seed)
+        for peer, seed, weight, poison in contributions:
+            tensor = _tensor(seed, poison)
             state, out = CONTRIBUTE(state, peer, tensor, weight)
             assert out == ()
             assert int(state.status) == ref.contribute(peer, tensor, weight)
@@ -90,6 +97,7 @@ def test_matches_the_float64_reference(rounds):
         state, (result, total) = AGGREGATE(state)
         want, want_total, want_status = ref.aggregate()
         assert int(state.status) == want_status
+        assert int(state.num_rejected) == ref.rejected
         np.testing.assert_allclose(total, want_total, rtol=1e-6)
         for k in EXAMPLE:
             assert result[k].dtype == jnp.float32
@@ -111,15 +119,26 @@ def test_repeat_replaces_and_aggregate_clears():
     np.testing.assert_array_equal(result["b"], np.zeros(3))
 
 
-def test_a_poisoned_round_does_not_leak_into_the_next():
+def test_a_non_finite_contribution_is_rejected_and_does_not_leak_into_the_next_round():
     state = AGG.init(jax.random.key(0))
     nan = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), EXAMPLE)
     state, _ = CONTRIBUTE(state, 1, nan, 1.0)
-    state, (result, _) = AGGREGATE(state)
-    assert np.isnan(result["b"]).all()
+    assert int(state.status) == Status.OK  # buffered; rejected when aggregated
+    state, (result, total) = AGGREGATE(state)
+    assert int(state.status) == Status.EMPTY and int(state.num_rejected) == 1
+    assert float(total) == 0.0
+    np.testing.assert_array_equal(result["b"], np.zeros(3))
     state, _ = CONTRIBUTE(state, 2, jax.tree.map(jnp.ones_like, EXAMPLE), 1.0)
     state, (result, _) = AGGREGATE(state)
     np.testing.assert_array_equal(result["b"], np.ones(3))
+
+
+def test_a_weight_over_max_weight_is_rejected_at_contribute():
+    state = AGG.init(jax.random.key(0))
+    state, _ = CONTRIBUTE(state, 1, _tensor(1), MAX_WEIGHT * 1.01)
+    assert int(state.status) == Status.INVALID_WEIGHT and int(state.num_rejected) == 1
+    state, _ = CONTRIBUTE(state, 1, _tensor(1), MAX_WEIGHT)
+    assert int(state.status) == Status.OK
 
 
 def test_vmap_over_a_stack_of_aggregators():
@@ -154,3 +173,9 @@ def test_wrong_tensor_is_a_component_error():
 def test_bad_capacity(capacity):
     with pytest.raises(ComponentError, match="capacity must be an integer >= 1"):
         weighted_mean(capacity, EXAMPLE)
+
+
+@pytest.mark.parametrize("max_weight", [0, -1.0, math.nan, math.inf])
+def test_bad_max_weight(max_weight):
+    with pytest.raises(ComponentError, match="max_weight must be a finite number > 0"):
+        weighted_mean(CAPACITY, EXAMPLE, max_weight=max_weight)

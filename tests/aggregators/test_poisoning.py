@@ -177,5 +177,5 @@ def test_vmapped_servers_reject_their_own_poisoned_clients():
     out = jax.jit(jax.vmap(rule.apply))(jax.vmap(rule.init)(g), g, c, w)
     np.testing.assert_array_equal(out.rejected, np.ones(len(kinds)))
     for k, (gk, ck, wk, honest) in enumerate(cohorts):
-        close(jax.tree.map(lambda a: a[k], out.params),
+        close(jax.tree.map(lambda a, k=k: a[k], out.params),
               expected("fedadam", gk, ck, wk, {}, honest))

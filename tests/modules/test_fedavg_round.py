@@ -215,7 +215,7 @@ def test_scaffold_round_keeps_a_lying_clients_control_delta_out():
                                         for a in jax.tree.leaves(tree)])
     honest = np.asarray(lies) == HONEST
     client = states["client"]["model"]
-    y = np.stack([flat(jax.tree.map(lambda a: a[i], client.params)) for i in range(N)])
+    y = np.stack([flat(jax.tree.map(lambda a, i=i: a[i], client.params)) for i in range(N)])
     x_g = flat(initial)
     p = counts[honest] / counts[honest].sum()
     want_global = x_g + p @ (y[honest] - x_g)

@@ -34,6 +34,9 @@ from bbjax.simulation.schedule import Stage, build_stages
 
 States = dict[str, dict[str, Any]]  # entry -> slot -> state stacked over the entry's peers
 BYTES_SENT = "bytes_sent"
+_BOOTSTRAP_STREAM = 0xFFFFFFFF
+"""The key stream of the bootstrap stages: ``fold_in(key, _BOOTSTRAP_STREAM)``, an index no
+peer class uses for its init keys."""
 
 
 @dataclass
@@ -131,7 +134,8 @@ class Simulation:
                                                          *init_args[name].get(slot, ()))
                 for i, slot in enumerate(self.slots[name])}
         if self.bootstrap:
-            states, _ = self._run_stages(self.bootstrap, states, jax.random.fold_in(key, -1),
+            bootstrap_key = jax.random.fold_in(key, jnp.uint32(_BOOTSTRAP_STREAM))
+            states, _ = self._run_stages(self.bootstrap, states, bootstrap_key,
                                          self.inputs if inputs is None else inputs)
         return states
 

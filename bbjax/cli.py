@@ -3,6 +3,9 @@ simulation (default: ``fedavg-synthetic``, FedAvg on Synthetic(1, 1) with 100 cl
 round), shows a progress bar, prints a summary and writes ``metrics.csv``, ``metrics.json``
 and ``metrics.png`` (accuracy and loss per round) to ``--out``.
 
+``--checkpoint-dir DIR [--checkpoint-every K]`` writes checkpoints; ``--resume DIR``
+continues that run from its latest one, exactly as if it had not stopped.
+
 Exit status: 0 on success, 1 when the run diverged (the metrics of the rounds run are still
 written), 2 for any other bbjax error (an invalid configuration, say), with a one-line
 message on stderr."""
@@ -28,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bbjax", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser("simulate", help="run a simulated FedAvg experiment")
-    sim.add_argument("config", nargs="?", default="fedavg-synthetic",
+    sim.add_argument("config", nargs="?",
                      help="a named configuration or a JSON file of its fields "
                           "(default: fedavg-synthetic)")
     sim.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -39,6 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     sim.add_argument("--allow-divergence", action="store_true",
                      help="keep going when the loss or the model becomes non-finite")
+    sim.add_argument("--checkpoint-dir", metavar="DIR",
+                     help="write a checkpoint to DIR after the last round (and every K rounds "
+                          "with --checkpoint-every)")
+    sim.add_argument("--checkpoint-every", type=int, metavar="K",
+                     help="also write a checkpoint after every K-th round")
+    sim.add_argument("--resume", metavar="DIR",
+                     help="continue the run checkpointed in DIR from its latest checkpoint, "
+                          "with its configuration (--rounds and --set change it), writing "
+                          "further checkpoints to DIR unless --checkpoint-dir says otherwise")
     sim.add_argument("--list", action="store_true", help="list the named configurations")
     args = parser.parse_args(argv)
     try:
@@ -50,18 +62,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from bbjax.simulation.experiment import CONFIGS, build, load_config
+    from bbjax.simulation import checkpoint
+    from bbjax.simulation.experiment import CONFIGS, FedAvgConfig, build, load_config
 
     if args.list:
         for name, config in CONFIGS.items():
             print(f"{name}: {json.dumps(dataclasses.asdict(config))}")
         return 0
-    config = load_config(args.config)
+    checkpoint_dir = args.checkpoint_dir
+    if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError(f"--resume takes the configuration from the checkpoint; leave "
+                              f"out {args.config!r} (--set FIELD=VALUE changes a field)")
+        meta = checkpoint.read_meta(args.resume)
+        config = FedAvgConfig().replace(**meta["config"])
+        checkpoint_dir = checkpoint_dir or args.resume
+        source = f"--resume {args.resume} (after round {meta['round']})"
+    else:
+        config = load_config(args.config or "fedavg-synthetic")
+        source = args.config or "fedavg-synthetic"
     overrides = dict(_parse_override(item) for item in args.set)
     if args.rounds is not None:
         overrides["rounds"] = args.rounds
     config = config.replace(**overrides)
-    print(f"bbjax simulate {args.config}: {config.num_clients} clients, "
+    if args.checkpoint_every is not None and (checkpoint_dir is None
+                                              or args.checkpoint_every < 1):
+        raise ConfigError(f"--checkpoint-every must be an integer >= 1 with --checkpoint-dir "
+                          f"or --resume, got {args.checkpoint_every}")
+    if checkpoint_dir is not None:  # fail before generating data and compiling
+        checkpoint.check_writable(checkpoint_dir, args.resume)
+    print(f"bbjax simulate {source}: {config.num_clients} clients, "
           f"{config.clients_per_round} per round, {config.rounds} rounds, "
           f"{config.local_steps} local steps, model {config.model}, dataset {config.dataset}")
     started = time.perf_counter()
@@ -69,7 +99,9 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         history = experiment.run(progress=not args.no_progress, devices=args.devices,
-                                 allow_divergence=args.allow_divergence)
+                                 allow_divergence=args.allow_divergence,
+                                 checkpoint_dir=checkpoint_dir,
+                                 checkpoint_every=args.checkpoint_every, resume=args.resume)
     except DivergenceError as exc:
         _write(exc.history, out)
         raise

@@ -223,16 +223,19 @@ class Experiment:
 
     def run(self, key: jax.Array | None = None, progress: bool = False,
             devices: int | None = None, rounds: int | None = None, *,
-            allow_divergence: bool = False) -> History:
+            allow_divergence: bool = False, checkpoint_dir: str | Path | None = None,
+            checkpoint_every: int | None = None, resume: str | Path | None = None) -> History:
         """Simulate the configured rounds (or ``rounds``) with the key of the configured
-        seed (or ``key``); the History's ``config`` is the configuration. Raises
-        :class:`DivergenceError` as :func:`simulate` does."""
+        seed (or ``key``); the History's ``config`` is the configuration. The keyword
+        arguments and the errors are :func:`simulate`'s."""
         key = jax.random.PRNGKey(self.config.seed) if key is None else key
         return simulate(self.compiled, self.population,
                         self.config.rounds if rounds is None else rounds, key,
                         bindings=self.bindings, evaluate=self.evaluate,
                         eval_every=self.config.eval_every, progress=progress, devices=devices,
-                        allow_divergence=allow_divergence, config=self.config.to_dict())
+                        allow_divergence=allow_divergence, config=self.config.to_dict(),
+                        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                        resume=resume)
 
 
 def build(config: FedAvgConfig) -> Experiment:

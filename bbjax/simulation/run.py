@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -13,7 +14,8 @@ import numpy as np
 
 from bbjax.compiler import Compiled
 from bbjax.components import Component
-from bbjax.errors import DivergenceError, SimulationError
+from bbjax.errors import CheckpointError, DivergenceError, SimulationError
+from bbjax.simulation import checkpoint
 from bbjax.simulation.engine import Simulation, States
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
@@ -28,7 +30,9 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
              rounds_per_call: int | None = None, progress: bool = False,
              devices: int | Sequence[jax.Device] | None = None,
              initial_states: States | None = None, allow_divergence: bool = False,
-             config: Mapping[str, Any] | None = None) -> History:
+             config: Mapping[str, Any] | None = None,
+             checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
+             resume: str | Path | None = None) -> History:
     """Run ``rounds`` rounds of ``compiled`` for ``population``; per-round metrics in a History.
 
     Rounds run as a ``lax.scan`` inside one jitted call, ``rounds_per_call`` rounds at a
@@ -50,6 +54,16 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     non-finite one it raises :class:`DivergenceError` carrying that round and the History of
     the rounds run so far; with ``allow_divergence`` it records the round in
     ``History.diverged_at`` and goes on.
+
+    With ``checkpoint_dir`` (a directory without checkpoints, or the one resumed) the host
+    writes a checkpoint there after every ``checkpoint_every``-th round (a call ends there)
+    and after the last (see :mod:`bbjax.simulation.checkpoint`). ``resume`` (such a
+    directory) continues from its latest checkpoint, after ``k`` rounds say: the states,
+    the metrics of those rounds and the round counter are restored, rounds ``k .. rounds -
+    1`` run, and the History is that of an uninterrupted run of ``rounds`` rounds, bit for
+    bit. ``key`` and everything that shapes the round program must be the run's that wrote
+    the checkpoint; :class:`CheckpointError` names what is not, or what is missing or
+    corrupted. ``config`` defaults to the checkpoint's.
     """
     for name, value in (("rounds", rounds), ("eval_every", eval_every)):
         _check_count(name, value)
@@ -57,14 +71,40 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
         rounds_per_call = 1 if progress else rounds
     _check_count("rounds_per_call", rounds_per_call)
     periods = [rounds_per_call] + ([eval_every] if evaluate is not None else [])
+    if checkpoint_every is not None:
+        _check_count("checkpoint_every", checkpoint_every)
+        if checkpoint_dir is None:
+            raise SimulationError("checkpoint_every needs a checkpoint_dir to write to")
+        periods.append(checkpoint_every)
+    if resume is not None and initial_states is not None:
+        raise SimulationError("give resume or initial_states, not both")
     simulation = Simulation(compiled, population, bindings)
     mesh = peer_mesh(devices)
+    if mesh.is_multi_process and (checkpoint_dir is not None or resume is not None):
+        raise SimulationError("checkpoints are written and resumed by single-process runs "
+                              "only")
+    if checkpoint_dir is not None:
+        checkpoint_dir = checkpoint.check_writable(checkpoint_dir, resume)
     started = time.perf_counter()
     init_key, run_key = jax.random.split(key)
     data = simulation.init_args, simulation.inputs  # jit arguments, not program constants
     shapes = jax.eval_shape(simulation.init, init_key, *data)
     shardings = state_shardings(shapes, simulation.groups, mesh)
-    if initial_states is None:
+    fingerprint = None
+    if checkpoint_dir is not None or resume is not None:
+        fingerprint = checkpoint.fingerprint(simulation, shapes, run_key)
+    parts: list[dict[str, np.ndarray]] = []
+    diverged_at = None
+    done = 0
+    if resume is not None:
+        restored = checkpoint.restore(resume, fingerprint, shapes, shardings)
+        if restored.round > rounds:
+            raise CheckpointError(f"the checkpoint in {resume} is after round "
+                                  f"{restored.round}, past rounds={rounds}")
+        states, done, diverged_at = restored.states, restored.round, restored.diverged_at
+        parts.append(restored.metrics)
+        config = restored.config if config is None else config
+    elif initial_states is None:
         states = jax.jit(simulation.init, out_shardings=shardings)(init_key, *data)
     else:
         _check_states(initial_states, shapes)
@@ -76,10 +116,7 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     run_rounds = jax.jit(_scan_rounds(simulation), static_argnums=3, donate_argnums=0,
                          out_shardings=(shardings, replicated(mesh), replicated(mesh)))
     evaluate_jit = jax.jit(evaluate) if evaluate is not None else None
-    parts: list[dict[str, np.ndarray]] = []
-    diverged_at = None
-    bar = _progress_bar(rounds) if progress else None
-    done = 0
+    bar = _progress_bar(rounds, done) if progress else None
     try:
         while done < rounds:
             count = min(rounds, *((done // p + 1) * p for p in periods)) - done
@@ -111,6 +148,10 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
                         f"{done} of {rounds} rounds ran; allow_divergence=True (bbjax "
                         f"simulate --allow-divergence) keeps going", round=found[0],
                         history=history)
+            if checkpoint_dir is not None and (done == rounds or checkpoint_every is not None
+                                               and done % checkpoint_every == 0):
+                checkpoint.save(checkpoint_dir, done, states, _join(parts), run=fingerprint,
+                                config=dict(config or {}), diverged_at=diverged_at)
     finally:
         if bar is not None:
             bar.close()
@@ -191,9 +232,9 @@ def _join(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
                                   for part, n in zip(parts, lengths)]) for name in names}
 
 
-def _progress_bar(rounds: int):
+def _progress_bar(rounds: int, done: int):
     from tqdm.auto import tqdm
-    return tqdm(total=rounds, unit="round", dynamic_ncols=True)
+    return tqdm(total=rounds, initial=done, unit="round", dynamic_ncols=True)
 
 
 def _postfix(part: Mapping[str, np.ndarray]) -> dict[str, str]:

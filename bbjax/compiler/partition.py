@@ -34,7 +34,10 @@ def partition_by_peer_class(model: onnx.ModelProto, context) -> onnx.ModelProto:
     types = {v.name: v for v in [*graph.input, *graph.output, *graph.value_info]}
     initializers = {i.name: i for i in graph.initializer}
     producers = {out: (i, node) for i, node in enumerate(graph.node) for out in node.output if out}
-    classes = sorted({ann.get(n, ann.HOME) for n in graph.node} - {""})
+    classes = {ann.get(n, ann.HOME) for n in graph.node} - {""}
+    if _classless_outputs(graph, producers):
+        classes.add(ann.SELF)
+    classes = sorted(classes)
     functions = [_partition(model, c, types, initializers, producers, context) for c in classes]
     out = ann.copy_model(model)
     out.graph.Clear()
@@ -49,7 +52,8 @@ def _partition(model, peer_class, types, initializers, producers,
                context) -> onnx.FunctionProto:
     graph = model.graph
     mine = [n for n in graph.node if ann.get(n, ann.HOME) == peer_class]
-    needed = _classless_closure(mine, producers)
+    roots = _classless_outputs(graph, producers) if peer_class == ann.SELF else []
+    needed = _classless_closure(mine, producers, roots)
     nodes = [_copy_node(n) for i, n in enumerate(graph.node)
              if i in needed or ann.get(n, ann.HOME) == peer_class]
     last_token: dict[str, str] = {}
@@ -76,7 +80,8 @@ def _partition(model, peer_class, types, initializers, producers,
             else:
                 inputs.append(name)
     outputs = [o.name for o in graph.output if o.name in produced
-               and not o.name.startswith("next_state.")]
+               and not o.name.startswith("next_state.")
+               and (peer_class == ann.SELF or _output_home(o.name, producers) != "")]
     finals = []
     for slot, token in sorted(last_token.items()):
         if token != next_state_name(slot):  # the graph's own final token needs no rename
@@ -100,10 +105,22 @@ def _partition(model, peer_class, types, initializers, producers,
     return function
 
 
-def _classless_closure(mine, producers) -> set[int]:
-    """Indices of the classless nodes the partition's nodes read from, transitively."""
+def _classless_outputs(graph: onnx.GraphProto, producers) -> list[str]:
+    """Graph outputs computed by classless nodes only (constants): the ``self`` partition
+    computes them, as it owns the graph's inputs."""
+    return [o.name for o in graph.output if _output_home(o.name, producers) == ""]
+
+
+def _output_home(name: str, producers) -> str | None:
+    node = producers.get(name, (None, None))[1]
+    return None if node is None else ann.get(node, ann.HOME)
+
+
+def _classless_closure(mine, producers, roots=()) -> set[int]:
+    """Indices of the classless nodes the partition's nodes (and the values ``roots``) read
+    from, transitively."""
     needed: set[int] = set()
-    stack = [i for n in mine for i in n.input if i]
+    stack = [i for n in mine for i in n.input if i] + list(roots)
     while stack:
         index, node = producers.get(stack.pop(), (None, None))
         if node is None or index in needed or ann.get(node, ann.HOME) != "":

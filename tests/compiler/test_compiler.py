@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import onnx
 import pytest
 
@@ -15,6 +17,7 @@ from bbjax.compiler import annotations as ann
 from bbjax.compiler.passport import COMPILED, COMPILER, FORMAT
 from bbjax.components import weighted_mean
 from bbjax.dsl import Module
+from bbjax.runtime.step import PartitionStep
 from bbjax.onnx import domains
 from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
 
@@ -238,3 +241,22 @@ def test_partition_copies_constants_where_needed(model):  # noqa: F811
     client = compiled.find("scaled_client")
     assert any(n.op_type == "Constant" for n in client.node)
     onnx.checker.check_model(compiled.partition_model("scaled_client"))
+
+
+def test_constant_graph_outputs_are_computed_by_the_self_partition():
+    class Constants(Module):
+        name = "constants"
+
+        def body(self, g):
+            x = g.input("x", jax.ShapeDtypeStruct((3,), jnp.float32))
+            twos = jnp.ones((2,)) * 2.0
+            g.output("one", jnp.int32(1))
+            g.output("twos", twos)
+            g.output("y", x + twos.sum())
+
+    compiled = Compiler().compile(Constants())
+    [name] = compiled.partitions
+    _, outputs, _ = PartitionStep(compiled, name, {})({}, {"x": jnp.arange(3.0)}, {})
+    assert int(outputs["one"]) == 1
+    np.testing.assert_array_equal(outputs["twos"], [2.0, 2.0])
+    np.testing.assert_array_equal(outputs["y"], [4.0, 5.0, 6.0])

@@ -6,7 +6,7 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,7 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
              rounds_per_call: int | None = None, progress: bool = False,
              devices: int | Sequence[jax.Device] | None = None,
              initial_states: States | None = None, allow_divergence: bool = False,
-             config: Mapping[str, Any] | None = None,
+             may_diverge: Collection[str] = (), config: Mapping[str, Any] | None = None,
              checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
              resume: str | Path | None = None) -> History:
     """Run ``rounds`` rounds of ``compiled`` for ``population``; per-round metrics in a History.
@@ -53,7 +53,10 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     the call, saying whether the states the rounds update are finite. At the first
     non-finite one it raises :class:`DivergenceError` carrying that round and the History of
     the rounds run so far; with ``allow_divergence`` it records the round in
-    ``History.diverged_at`` and goes on.
+    ``History.diverged_at`` and goes on. ``may_diverge`` names population entries whose
+    states may become non-finite without the run diverging (e.g. clients that a robust
+    server rejects and counts in its ``rejected`` metric); metrics and every other entry's
+    states are still checked.
 
     With ``checkpoint_dir`` (a directory without checkpoints, or the one resumed) the host
     writes a checkpoint there after every ``checkpoint_every``-th round (a call ends there)
@@ -79,6 +82,9 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     if resume is not None and initial_states is not None:
         raise SimulationError("give resume or initial_states, not both")
     simulation = Simulation(compiled, population, bindings)
+    if isinstance(may_diverge, str) or not set(may_diverge) <= set(population):
+        raise SimulationError(f"may_diverge must be a collection of population entries "
+                              f"{sorted(population)}, got {may_diverge!r}")
     mesh = peer_mesh(devices)
     if mesh.is_multi_process and (checkpoint_dir is not None or resume is not None):
         raise SimulationError("checkpoints are written and resumed by single-process runs "
@@ -133,7 +139,9 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
                     part[name] = np.full(count, np.nan)
                     part[name][-1] = value
             parts.append(part)
-            found = _divergence(metrics, evaluation, finite, done, count)
+            found = _divergence(metrics, evaluation,
+                                {name: ok for name, ok in finite.items()
+                                 if name.split(".", 1)[0] not in may_diverge}, done, count)
             done += count
             if bar is not None:
                 bar.update(count)

@@ -130,3 +130,16 @@ def test_bbjax_simulate_allow_divergence_finishes_and_reports_it(tmp_path, capsy
     assert "diverged at round 0 (counting from 0)" in capsys.readouterr().out
     data = _strict((tmp_path / "metrics.json").read_text())
     assert data["diverged_at"] == 0 and len(data["rounds"]) == 3
+
+
+def test_entries_that_may_diverge_are_not_checked_but_metrics_and_others_are():
+    compiled = bbjax.Compiler().bind("state", HOLDER).compile(GrowQuietly())
+    population = {"self": Peers(1, init_args={"state": (START,)})}
+    history = simulate(compiled, population, 5, jax.random.PRNGKey(0),
+                       bindings={"state": HOLDER}, may_diverge=("self",))
+    assert history.diverged_at is None and history.rounds == 5
+    with pytest.raises(DivergenceError, match="value is inf"):
+        _run(Grow(), may_diverge=("self",))  # a non-finite metric still stops the run
+    for bad in ("self", ("server",)):
+        with pytest.raises(bbjax.errors.SimulationError, match="may_diverge must be"):
+            _run(Grow(), may_diverge=bad)

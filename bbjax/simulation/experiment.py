@@ -58,7 +58,9 @@ class FedAvgConfig:
     weighted by example counts, or aggregates them with ``rule`` (a name in ``RULES``,
     bound as a ``rule_aggregator`` component whose state carries the rule's momenta; or
     ``"scaffold"``: ``ScaffoldRound`` with ``scaffold_model`` clients). Accuracy and loss on
-    the pooled test examples are measured every ``eval_every`` rounds.
+    the pooled test examples are measured every ``eval_every`` rounds. ``max_weight``
+    (``None``: no cap) rejects a client reporting more examples than that, as it rejects
+    non-finite updates; the ``rejected`` metric counts them.
 
     Every field is checked when the configuration is made (type, range, finiteness,
     allowed names); :class:`ConfigError` names the field, the value and what is allowed.
@@ -79,6 +81,7 @@ class FedAvgConfig:
     model: str = "logreg"
     hidden: int = 64
     rule: str | None = None
+    max_weight: float | None = None
     eval_every: int = 1
     seed: int = 0
 
@@ -130,6 +133,10 @@ def _dataset_name(name: str, value: Any) -> str:
                       f".npz file, got {value!r}", field=name)
 
 
+def _optional_positive(name: str, value: Any) -> float | None:
+    return None if value is None else check_positive(name, value, error=ConfigError, field=name)
+
+
 def _seed(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
             or not 0 <= value < 2**32:
@@ -143,7 +150,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "test_fraction": _real(check_open_unit), "clients_per_round": _count, "rounds": _count,
     "local_steps": _count, "batch_size": _count, "learning_rate": _real(check_positive),
     "model": _choice(MODELS), "hidden": _count, "rule": _choice(RULE_NAMES, optional=True),
-    "eval_every": _count, "seed": _seed,
+    "max_weight": _optional_positive, "eval_every": _count, "seed": _seed,
 }
 
 
@@ -264,16 +271,18 @@ def build(config: FedAvgConfig) -> Experiment:
     bindings = {"model": model, "data": source}
     n = config.clients_per_round
     if config.rule is None:
-        round_module = FedAvgRound(config.local_steps)
+        round_module = FedAvgRound(config.local_steps, max_weight=config.max_weight)
     elif config.rule == "scaffold":
         initial = model.init(jax.random.PRNGKey(config.seed)).params
         rule = aggregators.scaffold(num_clients=config.num_clients)
         bindings["aggregator"] = rule_aggregator(rule, n, initial)
-        round_module = ScaffoldRound(config.local_steps, num_clients=n)
+        round_module = ScaffoldRound(config.local_steps, num_clients=n,
+                                     max_weight=config.max_weight)
     else:
         initial = model.init(jax.random.PRNGKey(config.seed)).params
         bindings["aggregator"] = rule_aggregator(RULES[config.rule](n), n, initial)
-        round_module = FedAvgRound(config.local_steps, num_clients=n, aggregator=True)
+        round_module = FedAvgRound(config.local_steps, num_clients=n, aggregator=True,
+                                   max_weight=config.max_weight)
     compiler = Compiler()
     for slot, component in bindings.items():
         compiler = compiler.bind(slot, component)

@@ -37,6 +37,9 @@ NAN, INF = float("nan"), float("inf")
     ("local_steps", 0, "an integer >= 1"),
     ("batch_size", 2.5, "an integer >= 1"),
     ("learning_rate", NAN, "a finite number > 0"),
+    ("max_weight", 0, "a finite number > 0"),
+    ("max_weight", NAN, "a finite number > 0"),
+    ("max_weight", "100", "a finite number > 0"),
     ("learning_rate", INF, "a finite number > 0"),
     ("learning_rate", "nan", "a finite number > 0"),
     ("learning_rate", 0, "a finite number > 0"),
@@ -134,3 +137,12 @@ def test_build_refuses_an_npz_file_of_another_client_count(tmp_path):
                                           "got 5") as caught:
         build(config)
     assert caught.value.field == "num_clients"
+
+
+def test_max_weight_rejects_clients_reporting_more_examples():
+    config = FedAvgConfig(num_clients=6, clients_per_round=3, local_steps=1, rounds=1,
+                          max_client_size=40, max_weight=1.0)  # every client has > 1 example
+    history = build(config).run()
+    assert history["rejected"].tolist() == [3.0] and history["train_loss"].tolist() == [0.0]
+    assert FedAvgConfig(max_weight=None).max_weight is None
+    assert FedAvgConfig(max_weight=1000).max_weight == 1000.0

@@ -101,5 +101,6 @@ def array_data_source(
         return state, jnp.int32(num_examples)
 
     return Component(Role.DATA_SOURCE, init,
-                     {"next_batch": next_batch, "reset": reset, "num_examples": count}, name)
+                     {"next_batch": next_batch, "reset": reset, "num_examples": count}, name,
+                     config={"batch_size": batch_size})
 

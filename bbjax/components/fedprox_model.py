@@ -54,4 +54,5 @@ def fedprox_model(module: Any, optimizer: optax.GradientTransformation,
         return state.replace(opt_state=anchored), outputs
 
     return Component(Role.MODEL, inner.init, {**inner.methods,
-                                              "load_parameters": load_parameters}, name)
+                                              "load_parameters": load_parameters}, name,
+                     config={"proximal_mu": float(proximal_mu)})

@@ -107,7 +107,8 @@ def padded_data_source(x: PyTree, y: PyTree, size: int, batch_size: int,
         return state, state.size
 
     return Component(Role.DATA_SOURCE, init, {"next_batch": next_batch, "reset": reset,
-                                              "num_examples": num_examples}, name)
+                                              "num_examples": num_examples}, name,
+                     config={"batch_size": batch_size})
 
 
 _LARGEST = (2**31 - 1) // 100  # a_e * j stays below 2**31

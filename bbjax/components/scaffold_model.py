@@ -80,4 +80,5 @@ def scaffold_model(module: Any, learning_rate: float, loss_fn: Callable[[Any, An
 
     return Component(Role.MODEL, inner.init, {**inner.methods, "load_parameters": load_parameters,
                                               "load_control": load_control,
-                                              "control_update": control_update}, name)
+                                              "control_update": control_update}, name,
+                     config={"learning_rate": float(learning_rate)})

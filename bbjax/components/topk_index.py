@@ -117,4 +117,5 @@ def topk_index(
         )
         return new, ()
 
-    return Component(Role.INDEX, init, {"add": add, "search": search, "remove": remove}, name)
+    return Component(Role.INDEX, init, {"add": add, "search": search, "remove": remove}, name,
+                     config={"capacity": capacity, "dim": dim, "k": k})

@@ -131,5 +131,6 @@ def weighted_mean(capacity: int, example_params: PyTree, name: str = "weighted_m
         return cleared, (out.params, total)
 
     return Component(
-        Role.AGGREGATOR, init, {"contribute": contribute, "aggregate": aggregate}, name
+        Role.AGGREGATOR, init, {"contribute": contribute, "aggregate": aggregate}, name,
+        config={"capacity": capacity, "max_weight": max_weight},
     )

@@ -193,3 +193,30 @@ def test_the_fingerprint_is_the_same_in_another_process():
             for seed in ("1", "2")]
     here = holder(config={"a": {"x": None, "y": 1.5}, "b": [1, 2]})
     assert [r.stdout.split()[0] for r in runs] == [here.fingerprint] * 2
+
+
+def test_factories_record_their_hyperparameters_so_a_retuned_component_is_refused():
+    import numpy as np
+
+    from bbjax.components import padded_data_source, weighted_mean
+
+    x, y = np.zeros((8, 2), np.float32), np.zeros(8, np.int32)
+    assert padded_data_source(x, y, 8, batch_size=4).config == {"batch_size": 4}
+    assert (padded_data_source(x, y, 8, batch_size=4).fingerprint
+            != padded_data_source(x, y, 8, batch_size=2).fingerprint)
+    assert (weighted_mean(4, {"w": jnp.zeros(2)}).fingerprint
+            != weighted_mean(4, {"w": jnp.zeros(2)}, max_weight=100.0).fingerprint)
+    compiled_with = padded_data_source(x, y, 8, batch_size=4)
+    retuned = padded_data_source(x, y, 8, batch_size=2)
+    compiled = bbjax.Compiler().bind("data", compiled_with).compile(_DataOnly())
+    install(0, compiled, ["data_only"], {"data": compiled_with})
+    with pytest.raises(PassportError, match="slot 'data'.*differs in: config$"):
+        install(0, compiled, ["data_only"], {"data": retuned})
+
+
+class _DataOnly(Module):
+    name = "data_only"
+
+    def body(self, g: Graph) -> None:
+        x, y = g.slot("data").next_batch()
+        g.output("x", x)

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from bbjax.compiler import Compiled
 from bbjax.errors import BbjaxError, SnapshotError, TensorDecodeError, TensorEncodeError
@@ -140,6 +141,7 @@ def load(data: bytes, bindings: Mapping[str, Any]) -> Node:
         model.ParseFromString(archive.blob("model.onnx"))
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise SnapshotError(f"model.onnx: not an ONNX model: {exc}") from exc
+    _check_strings(model, "model.onnx")
     given = meta["config"]
     inputs = {name: archive.tensor(f"input/{k}") for k, name in enumerate(given["inputs"])}
     if len(inputs) != len(given["inputs"]):
@@ -361,6 +363,20 @@ class _Archive:
         if self.unread:
             raise SnapshotError(f"members {sorted(self.unread)[:8]} belong to nothing the "
                                 "installed node holds")
+
+
+def _check_strings(message: Message, where: str) -> None:
+    """Every string field of ``message`` holds UTF-8 text (ONNX's protobuf schema is proto2,
+    whose parser hands invalid UTF-8 back as bytes)."""
+    for descriptor, value in message.ListFields():
+        values = value if descriptor.is_repeated else [value]
+        inner = f"{where}.{descriptor.name}"
+        if descriptor.type == FieldDescriptor.TYPE_STRING:
+            if not all(isinstance(v, str) for v in values):
+                raise SnapshotError(f"{inner}: a string field is not UTF-8 text")
+        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+            for v in values:
+                _check_strings(v, inner)
 
 
 def _json(raw: bytes) -> Any:

@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 import chex
 import numpy as np
+import onnx
 import pytest
 
+from bbjax.compiler import annotations as ann
 from bbjax.errors import PassportError, SnapshotError
 from bbjax.runtime import encode_tensor
 from bbjax.runtime.node import Node, Outbound
@@ -238,6 +240,27 @@ def test_a_missing_or_extra_member_is_a_snapshot_error(snapshots, bindings):
 def test_a_model_that_is_no_onnx_is_a_snapshot_error(snapshots, bindings):
     data = _replace_member(snapshots["gathered"], "model.onnx", b"\xff\xff\xff")
     refused(data, bindings, "model.onnx")
+
+
+def test_a_model_whose_strings_are_not_utf8_is_a_snapshot_error(snapshots, bindings):
+    model = members(snapshots["gathered"])["model.onnx"]
+    at = model.index(b"ai.bytesandbrains.compiled")
+    broken = model[:at] + b"\xff" + model[at + 1:]  # same length: it still parses
+    data = _replace_member(snapshots["gathered"], "model.onnx", broken)
+    refused(data, bindings, r"model.onnx.metadata_props.key: a string field is not UTF-8")
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="verify_passport (bbjax/compiler/passport.py) is not total: a "
+                          "slot call without its slot annotation gives a raw TypeError "
+                          "instead of a PassportError")
+def test_a_model_with_a_slot_call_missing_its_slot_is_a_snapshot_error(snapshots, bindings):
+    model = onnx.ModelProto.FromString(members(snapshots["gathered"])["model.onnx"])
+    node = next(n for f in model.functions for n in f.node if ann.is_slot_call(n))
+    prop = next(p for p in node.metadata_props if p.key == ann.SLOT)
+    prop.key = ann.SLOT + "_"
+    data = _replace_member(snapshots["gathered"], "model.onnx", model.SerializeToString())
+    refused(data, bindings, "does not install")
 
 
 def test_bindings_the_artifact_was_not_compiled_with_are_a_snapshot_error(

@@ -47,8 +47,13 @@ def compiler_version() -> str:
 
 
 def called_slots(function: onnx.FunctionProto) -> list[str]:
-    """The slots ``function`` calls, sorted."""
-    return sorted({ann.get(n, ann.SLOT) for n in function.node if ann.is_slot_call(n)})
+    """The slots ``function`` calls, sorted; :class:`PassportError` for a slot call that
+    does not name its slot (an altered artifact)."""
+    slots = {ann.get(n, ann.SLOT) for n in function.node if ann.is_slot_call(n)}
+    if not all(isinstance(slot, str) and slot for slot in slots):
+        raise PassportError(f"partition {function.name!r} has a slot call that names no slot "
+                            f"(annotation {ann.SLOT!r} missing or empty)")
+    return sorted(slots)
 
 
 def slot_keys(function: onnx.FunctionProto, slot: str) -> tuple[str, str, str]:

@@ -250,10 +250,6 @@ def test_a_model_whose_strings_are_not_utf8_is_a_snapshot_error(snapshots, bindi
     refused(data, bindings, r"model.onnx.metadata_props.key: a string field is not UTF-8")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="verify_passport (bbjax/compiler/passport.py) is not total: a "
-                          "slot call without its slot annotation gives a raw TypeError "
-                          "instead of a PassportError")
 def test_a_model_with_a_slot_call_missing_its_slot_is_a_snapshot_error(snapshots, bindings):
     model = onnx.ModelProto.FromString(members(snapshots["gathered"])["model.onnx"])
     node = next(n for f in model.functions for n in f.node if ann.is_slot_call(n))

@@ -17,7 +17,8 @@ from bbjax.runtime.envelope import (
 )
 from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, TensorDecodeError, TensorEncodeError, TruncatedEnvelope, UnsupportedVersion
 from bbjax.runtime.install import install
-from bbjax.runtime.node import AppOutput, Node, NodeConfig, Outbound, PeerDown, Rejected, Timeout
+from bbjax.runtime.node import (AppOutput, Node, NodeConfig, Outbound, PeerDown, Rejected, Timeout,
+                                Unsendable)
 from bbjax.runtime.tensor_codec import (
     decode_tensor,
     encode_tensor,
@@ -33,6 +34,7 @@ __all__ = [
     "PeerDown",
     "Rejected",
     "Timeout",
+    "Unsendable",
     "install",
     "DEFAULT_LIMITS",
     "FORMAT_VERSION",

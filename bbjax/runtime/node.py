@@ -25,7 +25,7 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from bbjax._checks import check_count
+from bbjax._checks import check_count, check_nonnegative
 from bbjax.errors import (
     BbjaxError,
     EnvelopeError,
@@ -164,6 +164,16 @@ class Timeout:
 
 
 @dataclass(frozen=True)
+class Unsendable:
+    """The messages for ``peer`` (on ``ports``) do not fit the node's own wire limits
+    (``detail`` says which); they are dropped, the rest of the step goes on."""
+
+    peer: int
+    ports: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True)
 class PeerDown:
     """``peer`` failed too many consecutive sends; sends to it wait until one succeeds."""
 
@@ -280,12 +290,13 @@ class Node:
 
     def report_send_failure(self, peer: int, now: float | None = None) -> None:
         """The host could not deliver to ``peer``: back off (and maybe mark it down)."""
-        if self.state.health.failure(int(peer), _ns(now)):
-            self.state.events.append(PeerDown(int(peer)))
+        peer = _check_peer_id("peer", peer)
+        if self.state.health.failure(peer, _ns(now)):
+            self.state.events.append(PeerDown(peer))
 
     def report_send_success(self, peer: int) -> None:
         """The host delivered to ``peer``: its backoff and failure count are cleared."""
-        self.state.health.success(int(peer))
+        self.state.health.success(_check_peer_id("peer", peer))
 
     def poll(self, now: float | None = None) -> list[Any]:
         """Decode what was delivered, run every ready partition, release envelopes whose
@@ -487,8 +498,13 @@ class Node:
         for peer, messages in batches.items():
             deadlines = [step.deadlines[p] for p, _ in messages if step.deadlines.get(p)]
             deadline = min(deadlines) if deadlines else None
-            data = self._encode(messages, deadline or 0)
-            self.state.held.append(Held(peer, data, tuple(p for p, _ in messages), deadline))
+            ports = tuple(p for p, _ in messages)
+            try:
+                data = self._encode(messages, deadline or 0)
+            except EnvelopeError as error:
+                out.append(Unsendable(peer, ports, str(error)))
+                continue
+            self.state.held.append(Held(peer, data, ports, deadline))
         return out
 
     def _release(self, now_ns: int) -> list[Any]:
@@ -543,7 +559,11 @@ def _digest(data: bytes) -> int:
 
 
 def _ns(now: float | None) -> int:
-    return int((time.monotonic() if now is None else now) * 1e9)
+    """The host clock ``now`` (seconds; default monotonic time) in nanoseconds;
+    :class:`InvalidArgument` unless it is a finite number >= 0."""
+    if now is None:
+        return int(time.monotonic() * 1e9)
+    return int(check_nonnegative("now", now) * 1e9)
 
 
 def port_spec(value_types: Sequence[Any], stacked_over: str | None = None) -> PortSpec:

@@ -5,6 +5,7 @@ and close with exactly the result they give alone."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import struct
 from pathlib import Path
@@ -375,3 +376,28 @@ def test_limits_given_to_the_node_decide_what_is_oversized(setup):
 def test_docs_runtime_tables_exactly_the_reject_kinds():
     text = (Path(__file__).parents[2] / "docs" / "runtime.md").read_text()
     assert re.findall(r"^\| `(\w+)` \|", text, re.MULTILINE) == list(get_args(RejectKind))
+
+
+def test_host_inputs_are_checked_and_an_unsendable_message_is_an_event(setup):
+    from bbjax.errors import InvalidArgument
+    from bbjax.runtime import Outbound, Unsendable
+
+    compiled, bindings = setup
+    server = install(0, compiled, ["round", "round_server"], bindings,
+                     NodeConfig(peers={"client": [1, 2], "server": [0]},
+                                limits=Limits(max_fills=1)))  # the global model needs 2
+    for now in (math.nan, math.inf, -1.0, "1"):
+        with pytest.raises(InvalidArgument, match="now must be a finite number >= 0"):
+            server.poll(now=now)
+    for peer in (-1, 2**31, 1.5, True, "1"):
+        with pytest.raises(InvalidArgument, match="peer must be a peer id"):
+            server.report_send_failure(peer)
+        with pytest.raises(InvalidArgument, match="peer must be a peer id"):
+            server.report_send_success(peer)
+    server.start()
+    steps = server.poll(now=0.0)
+    unsendable = [s for s in steps if isinstance(s, Unsendable)]
+    assert sorted(s.peer for s in unsendable) == [1, 2]
+    assert all(s.ports == ("global",) and "fills" in s.detail for s in unsendable)
+    assert not [s for s in steps if isinstance(s, Outbound)]
+    assert server.poll(now=1.0) == []  # nothing held, nothing wedged

@@ -19,24 +19,13 @@ from bbjax.modules import FedAvgRound, ScaffoldRound
 from bbjax.runtime.install import install
 from bbjax.runtime.node import AppOutput, NodeConfig, Outbound
 from bbjax.simulation import Peers, Simulation, simulate
+from tests.tiny_models import Linear, cross_entropy
 from tests.aggregators import reference as ref
 
 N, MAX = 5, 100.0
 HONEST, NAN_UPDATE, INF_UPDATE, NAN_LOSS, NEGATIVE_COUNT, NAN_COUNT, OVER_CAP = range(7)
 LIES = {"nan_update": NAN_UPDATE, "inf_update": INF_UPDATE, "nan_loss": NAN_LOSS,
         "negative_count": NEGATIVE_COUNT, "nan_count": NAN_COUNT, "count_over_cap": OVER_CAP}
-
-
-class Linear(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.out = nnx.Linear(6, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(x)
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def liar(model: Component, lie: int = HONEST) -> Component:

@@ -21,23 +21,12 @@ from bbjax.errors import CheckpointError, SimulationError
 from bbjax.modules import FedAvgRound
 from bbjax.simulation import Peers, Simulation, checkpoint, simulate
 from bbjax.simulation.sharding import peer_mesh, state_shardings
+from tests.tiny_models import Linear, cross_entropy
 
 KEY = jax.random.PRNGKey(4)
 
 
 # -- FedAvg with sampled cohorts and dropout: resuming is exact ----------------------------
-
-class Linear(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.out = nnx.Linear(6, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(x)
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
 
 @pytest.fixture(scope="module")
 def fedavg():

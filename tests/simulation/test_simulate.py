@@ -19,20 +19,9 @@ from bbjax.runtime.install import install
 from bbjax.runtime.node import AppOutput, NodeConfig, Outbound
 from bbjax.simulation import Peers, Simulation, simulate
 from bbjax.errors import SimulationError
+from tests.tiny_models import Linear, cross_entropy
 
 SERVER, CLIENTS = 0, (1, 2, 3, 4)
-
-
-class Linear(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.out = nnx.Linear(6, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(x)
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 @pytest.fixture(scope="module")

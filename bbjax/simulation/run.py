@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence
@@ -12,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bbjax._checks import check_count
 from bbjax.compiler import Compiled
 from bbjax.components import Component
 from bbjax.errors import CheckpointError, DivergenceError, SimulationError
@@ -69,13 +69,13 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     corrupted. ``config`` defaults to the checkpoint's.
     """
     for name, value in (("rounds", rounds), ("eval_every", eval_every)):
-        _check_count(name, value)
+        check_count(name, value, error=SimulationError)
     if rounds_per_call is None:
         rounds_per_call = 1 if progress else rounds
-    _check_count("rounds_per_call", rounds_per_call)
+    check_count("rounds_per_call", rounds_per_call, error=SimulationError)
     periods = [rounds_per_call] + ([eval_every] if evaluate is not None else [])
     if checkpoint_every is not None:
-        _check_count("checkpoint_every", checkpoint_every)
+        check_count("checkpoint_every", checkpoint_every, error=SimulationError)
         if checkpoint_dir is None:
             raise SimulationError("checkpoint_every needs a checkpoint_dir to write to")
         periods.append(checkpoint_every)
@@ -165,11 +165,6 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
             bar.close()
     return History(_join(parts), states, time.perf_counter() - started, dict(config or {}),
                    diverged_at)
-
-
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise SimulationError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _check_states(given: States, expected: States) -> None:

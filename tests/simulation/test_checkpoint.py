@@ -268,7 +268,7 @@ def test_checkpoint_arguments_are_checked(saved, tmp_path):
         simulate(**run, rounds=5, key=KEY, checkpoint_dir=saved[0])
     with pytest.raises(SimulationError, match="checkpoint_every needs a checkpoint_dir"):
         simulate(**run, rounds=5, key=KEY, checkpoint_every=2)
-    with pytest.raises(SimulationError, match="checkpoint_every must be an int >= 1"):
+    with pytest.raises(SimulationError, match="checkpoint_every must be an integer >= 1"):
         simulate(**run, rounds=5, key=KEY, checkpoint_every=0, checkpoint_dir=tmp_path)
     with pytest.raises(SimulationError, match="resume or initial_states, not both"):
         simulate(**run, rounds=5, key=KEY, resume=saved[0], initial_states=saved[1].states)

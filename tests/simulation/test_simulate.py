@@ -292,9 +292,9 @@ def test_missing_graph_input_is_named():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(rounds=0), "rounds must be an int >= 1"),
-    (dict(eval_every=0), "eval_every must be an int >= 1"),
-    (dict(rounds_per_call=0), "rounds_per_call must be an int >= 1"),
+    (dict(rounds=0), "rounds must be an integer >= 1"),
+    (dict(eval_every=0), "eval_every must be an integer >= 1"),
+    (dict(rounds_per_call=0), "rounds_per_call must be an integer >= 1"),
     (dict(devices=0), "devices must be in"),
     (dict(initial_states={"server": {}}), "initial_states has structure"),
 ])

@@ -17,8 +17,9 @@ from bbjax.components import Component, Role, flax_model, rule_aggregator, scaff
 from bbjax.errors import AggregatorError, InvalidArgument
 from bbjax.modules import FedAvgRound, ScaffoldRound
 from bbjax.runtime.install import install
-from bbjax.runtime.node import AppOutput, NodeConfig, Outbound
+from bbjax.runtime.node import NodeConfig
 from bbjax.simulation import Peers, Simulation, simulate
+from tests.hosting import run_round
 from tests.tiny_models import Linear, cross_entropy
 from tests.aggregators import reference as ref
 
@@ -230,17 +231,7 @@ def test_installed_nodes_reject_lying_clients_and_output_the_count(default_round
                for i, p in enumerate(ids)}
     nodes = {0: server, **clients}
     for _ in range(2):
-        outputs = {}
-        server.start()
-        pending = [server]
-        while pending:
-            node = pending.pop(0)
-            for event in node.poll():
-                if isinstance(event, Outbound):
-                    nodes[event.peer].deliver(event.data)
-                    pending.append(nodes[event.peer])
-                elif isinstance(event, AppOutput):
-                    outputs[event.name] = np.asarray(event.value)
+        outputs = run_round(server, nodes)
         assert int(outputs["rejected"]) == 2 and int(outputs["participants"]) == 4
         assert np.isfinite(outputs["train_loss"])
     local = np.stack([np.concatenate([np.asarray(a, np.float64).ravel() for a in

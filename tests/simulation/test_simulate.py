@@ -16,9 +16,10 @@ from bbjax.components import Component, Role, flax_model, padded_data_source
 from bbjax.dsl import Graph, Module
 from bbjax.modules import FedAvgRound
 from bbjax.runtime.install import install
-from bbjax.runtime.node import AppOutput, NodeConfig, Outbound
+from bbjax.runtime.node import NodeConfig
 from bbjax.simulation import Peers, Simulation, simulate
 from bbjax.errors import SimulationError
+from tests.hosting import run_round
 from tests.tiny_models import Linear, cross_entropy
 
 SERVER, CLIENTS = 0, (1, 2, 3, 4)
@@ -62,18 +63,7 @@ def test_simulate_matches_installed_nodes_exchanging_envelopes(fedavg):
                        jax.random.PRNGKey(0), bindings={"model": model, "data": source},
                        initial_states=start)
     nodes = {SERVER: server, **clients}
-    losses = []
-    for _ in range(rounds):
-        server.start()
-        pending = [server]
-        while pending:
-            node = pending.pop(0)
-            for event in node.poll():
-                if isinstance(event, Outbound):
-                    nodes[event.peer].deliver(event.data)
-                    pending.append(nodes[event.peer])
-                elif isinstance(event, AppOutput) and event.name == "train_loss":
-                    losses.append(float(event.value))
+    losses = [float(run_round(server, nodes)["train_loss"]) for _ in range(rounds)]
     want = model.call("params", server.states["model"])[1]
     got = model.call("params", jax.tree.map(lambda a: a[0], history.states["server"]["model"]))[1]
     chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)

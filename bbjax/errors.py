@@ -37,7 +37,13 @@ Catch :class:`BbjaxError` for all of them, a stage's base for one stage::
     │   └── SnapshotError
     ├── SimulationError              running ``simulate``
     │   └── DivergenceError
-    └── CheckpointError              saving or restoring a simulation checkpoint
+    ├── CheckpointError              saving or restoring a simulation checkpoint
+    └── PetError                     the PET secure-aggregation protocol
+        ├── MaskingError             a scalar, weight or config masking refuses
+        ├── AggregationError         a masked object or mask that does not fit an aggregation
+        ├── PetDecodeError           bytes that are no valid PET message or object
+        ├── PetCryptoError           a key, signature or sealed box that fails
+        └── PetStateError            a host call a PET state machine cannot take now
 
 A running Node never raises on remote input: what a peer sends wrongly becomes a typed
 event (``docs/runtime.md``).
@@ -333,3 +339,32 @@ class DivergenceError(SimulationError):
 
 class CheckpointError(BbjaxError):
     """A simulation checkpoint is missing, corrupted, or does not fit the run resuming it."""
+
+
+# -- secure aggregation (PET) ---------------------------------------------------------------
+
+
+class PetError(BbjaxError):
+    """The PET secure-aggregation protocol (``bbjax.protocols.pet``) refused something."""
+
+
+class MaskingError(PetError, InvalidArgument):
+    """A scalar, weight vector or mask configuration the masking arithmetic refuses
+    (non-finite weight, negative scalar, unknown variant name, bad config bytes)."""
+
+
+class AggregationError(PetError):
+    """A masked object or mask does not fit an aggregation (config, length, model count,
+    out-of-group values)."""
+
+
+class PetDecodeError(PetError, WireError):
+    """Bytes that are not a valid PET message, payload, chunk or mask object."""
+
+
+class PetCryptoError(PetError):
+    """A key, signature or sealed box fails (wrong length, bad signature, cannot open)."""
+
+
+class PetStateError(PetError):
+    """A host call a PET state machine cannot take in its current phase."""

@@ -1,0 +1,1 @@
+"""Protocols that run between peers as pure state machines (``pet``: secure aggregation)."""

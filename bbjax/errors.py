@@ -14,7 +14,8 @@ Catch :class:`BbjaxError` for all of them, a stage's base for one stage::
     │   └── CrossClassDataflowError
     ├── ArtifactError                reading a compiled artifact
     │   ├── NotCompiledError
-    │   └── PassportError
+    │   ├── PassportError
+    │   └── ProgramError
     ├── InvalidArgument              a bad parameter or configuration value
     │   ├── ConfigError
     │   ├── ComponentError
@@ -42,6 +43,7 @@ Catch :class:`BbjaxError` for all of them, a stage's base for one stage::
         ├── MaskingError             a scalar, weight or config masking refuses
         ├── AggregationError         a masked object or mask that does not fit an aggregation
         ├── PetDecodeError           bytes that are no valid PET message or object
+        │   └── MultipartError       a chunk the multipart reassembler refuses
         ├── PetCryptoError           a key, signature or sealed box that fails
         └── PetStateError            a host call a PET state machine cannot take now
 
@@ -137,6 +139,11 @@ class NotCompiledError(ArtifactError):
 class PassportError(ArtifactError):
     """A passport does not match its model (version, bindings, a component's fingerprint or
     a partition's bytes)."""
+
+
+class ProgramError(ArtifactError):
+    """An artifact's partitions do not read as a program: a missing or malformed peer
+    class, phase, port or deadline annotation, or ports that no partition or two send."""
 
 
 # -- bad parameters -----------------------------------------------------------------------
@@ -360,6 +367,17 @@ class AggregationError(PetError):
 
 class PetDecodeError(PetError, WireError):
     """Bytes that are not a valid PET message, payload, chunk or mask object."""
+
+
+class MultipartError(PetDecodeError):
+    """A message chunk the multipart reassembler refuses; ``reason`` says why:
+    ``"messages_limit"`` or ``"bytes_limit"`` (its memory bounds are full; nothing buffered
+    changes) or ``"inconsistent"`` (the chunk contradicts its message's other chunks, which
+    are dropped)."""
+
+    def __init__(self, message: str, *, reason: str):
+        self.reason = reason
+        super().__init__(message)
 
 
 class PetCryptoError(PetError):

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 from onnx import helper
 
-from bbjax.errors import CompileError
 from bbjax.compiler.passport import verify_passport
+from bbjax.compiler.program import Program
+from bbjax.components import Component
+from bbjax.errors import CompileError
 
 
 @dataclass(frozen=True)
 class Compiled:
-    """A compiled artifact; ``model`` is a valid ONNX ModelProto with a passport."""
+    """A compiled artifact; ``model`` is a valid ONNX ModelProto with a passport.
+
+    ``bindings`` are the components :meth:`bbjax.Compiler.compile` bound (slot ->
+    component), which ``simulate`` and ``install`` use unless given others; they are not
+    saved, so an artifact :func:`load`-ed from disk has none.
+    """
 
     model: onnx.ModelProto
+    bindings: Mapping[str, Component] | None = field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def program(self) -> Program:
+        """The artifact read once: :meth:`bbjax.compiler.program.Program.read`."""
+        return Program.read(self.model, self.bindings)
 
     @property
     def partitions(self) -> list[str]:
@@ -46,7 +61,7 @@ class Compiled:
 
 
 def load(path: str | Path) -> Compiled:
-    """Load a compiled artifact and verify its passport."""
+    """Load a compiled artifact (without components) and verify its passport."""
     model = onnx.load(str(path))
     verify_passport(model)
     return Compiled(model)

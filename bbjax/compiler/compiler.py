@@ -104,20 +104,21 @@ class Compiler:
         return self
 
     def compile(self, module: Module | onnx.ModelProto) -> Compiled:
-        """Build ``module`` with the bound components and run every pass.
+        """Build ``module`` with the bound components and run every pass; the returned
+        artifact keeps those components as its ``bindings``.
 
         A Module that defines ``bootstrap(g)`` gets its bootstrap compiled the same way into
         partitions named ``<Module>__bootstrap[_<class>]#…``, merged into the artifact.
         """
         if not isinstance(module, Module):
-            return Compiled(self._run_passes(module, module.graph.name))
+            return Compiled(self._run_passes(module, module.graph.name), dict(self.bindings))
         compiled = self._run_passes(module.build(self.bindings), module.name)
         if module.has_bootstrap():
             name = bootstrap_name(module.name)
             boot = self._run_passes(trace_to_onnx(module.bootstrap, name, dict(self.bindings)),
                                     name)
             compiled = merge_partitions(compiled, boot, self._context(module.name))
-        return Compiled(compiled)
+        return Compiled(compiled, dict(self.bindings))
 
     def _context(self, name: str) -> CompileContext:
         return CompileContext(name, dict(self.bindings), self.per_hop_budget_ns)

@@ -151,7 +151,9 @@ def seal(public: bytes, plaintext: bytes) -> bytes:
 
 def encrypt_seed(seed: MaskSeed, ephm_pk: bytes) -> bytes:
     """A mask seed sealed to a sum participant's ephemeral key: an 80-byte ``EncryptedMaskSeed``."""
-    return seal(ephm_pk, check_bytes(seed.as_bytes(), SEED_LENGTH, "mask seed"))
+    if not isinstance(seed, MaskSeed):
+        raise InvalidArgument(f"seed must be a MaskSeed, got {type(seed).__name__}")
+    return seal(ephm_pk, seed.as_bytes())
 
 
 def decrypt_seed(ciphertext: bytes, keys: EncryptKeyPair) -> MaskSeed:

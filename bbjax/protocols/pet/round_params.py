@@ -20,7 +20,7 @@ import math
 import struct
 from dataclasses import dataclass
 
-from bbjax.errors import InvalidArgument, PetDecodeError
+from bbjax.errors import InvalidArgument, MaskingError, PetDecodeError
 from bbjax.protocols.pet.config import MaskConfig, MaskConfigPair
 from bbjax.protocols.pet.crypto import PUBLIC_KEY_LENGTH, SEED_LENGTH, check_bytes
 
@@ -77,8 +77,14 @@ class RoundParameters:
         if not (math.isfinite(sum_prob) and math.isfinite(update_prob)):
             raise PetDecodeError(
                 f"round parameters carry non-finite probabilities ({sum_prob}, {update_prob})")
-        vect = MaskConfig.from_bytes(data[80:84])
-        unit = MaskConfig.from_bytes(data[84:88])
+        try:
+            vect = MaskConfig.from_bytes(data[80:84])
+        except MaskingError as e:
+            raise PetDecodeError(f"round parameters vect config: {e}") from None
+        try:
+            unit = MaskConfig.from_bytes(data[84:88])
+        except MaskingError as e:
+            raise PetDecodeError(f"round parameters unit config: {e}") from None
         (model_length,) = struct.unpack(">I", data[88:92])
         return cls(data[:32], sum_prob, update_prob, data[48:80], MaskConfigPair(vect, unit),
                    model_length)

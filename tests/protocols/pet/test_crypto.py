@@ -15,14 +15,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bbjax.errors import InvalidArgument, PetCryptoError
 from bbjax.protocols.pet.crypto import (
+    ENCRYPTED_MASK_SEED_LENGTH,
     SEALBYTES,
     EncryptKeyPair,
     SigningKeyPair,
+    decrypt_seed,
+    encrypt_seed,
     next_round_seed,
     seal,
     sha256,
     verify,
 )
+from bbjax.protocols.pet.seed import MaskSeed
 
 RAW = (Encoding.Raw, PublicFormat.Raw)
 
@@ -170,3 +174,20 @@ def test_next_round_seed_refuses_bad_arguments():
         next_round_seed(bytes(32), bytes(31), 0.5, 0.9)
     with pytest.raises(InvalidArgument, match="update_prob must be a float"):
         next_round_seed(bytes(32), bytes(32), 0.5, "0.9")
+
+
+def test_mask_seeds_travel_as_80_byte_sealed_boxes():
+    ephemeral, other = EncryptKeyPair.generate(), EncryptKeyPair.generate()
+    seed = MaskSeed.generate()
+    encrypted = encrypt_seed(seed, ephemeral.public)
+    assert len(encrypted) == ENCRYPTED_MASK_SEED_LENGTH == 80
+    assert decrypt_seed(encrypted, ephemeral) == seed
+    assert ephemeral.open(encrypted) == seed.as_bytes()
+    with pytest.raises(PetCryptoError, match="does not open"):
+        decrypt_seed(encrypted, other)
+    with pytest.raises(PetCryptoError, match="encrypted mask seed must be 80 bytes, got 81"):
+        decrypt_seed(encrypted + b"\x00", ephemeral)
+    with pytest.raises(InvalidArgument, match="seed must be a MaskSeed"):
+        encrypt_seed(seed.as_bytes(), ephemeral.public)
+    with pytest.raises(PetCryptoError, match="encrypted mask seed must be 80 bytes, got 79"):
+        decrypt_seed(seal(ephemeral.public, bytes(31)), ephemeral)

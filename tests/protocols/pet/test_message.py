@@ -26,6 +26,7 @@ from bbjax.protocols.pet.message import (
     verify_message_signature,
 )
 from bbjax.protocols.pet.object import MaskObject, MaskUnit, MaskVect
+from bbjax.protocols.pet.round_params import ROUND_PARAMETERS_LENGTH, RoundParameters
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -338,3 +339,64 @@ def test_fuzz_helper_can_fail():
 
 def test_mask_config_pair_fixture_is_the_pair_of_one_config():
     assert MaskConfigPair.from_config(CONFIG) == mask_object()[0].config
+
+
+# -- round parameters ------------------------------------------------------------------------
+
+def _round_params(**changes):
+    pair = MaskConfigPair.from_config(MaskConfig("Prime", "F32", "B0", "M3"))
+    fields = {"pk": bytes(range(32)), "sum": 0.5, "update": 0.9, "seed": bytes(range(32, 64)),
+              "mask_config": pair, "model_length": 4}
+    return RoundParameters(**(fields | changes))
+
+
+def test_round_parameters_layout():
+    params = _round_params(mask_config=MaskConfigPair(CONFIG, MaskConfig("Power2", "F64", "B2", "M6")))
+    data = params.to_bytes()
+    assert len(data) == ROUND_PARAMETERS_LENGTH == 92
+    assert data[:32] == params.pk and data[48:80] == params.seed
+    assert struct.unpack("<dd", data[32:48]) == (0.5, 0.9)
+    assert data[80:84] == CONFIG_BYTES and data[84:88] == bytes([2, 1, 2, 6])
+    assert data[88:] == bytes([0, 0, 0, 4])
+    assert RoundParameters.from_bytes(data) == params
+
+
+@FUZZ
+@given(st.binary(min_size=32, max_size=32), st.floats(allow_nan=False, allow_infinity=False),
+       st.floats(allow_nan=False, allow_infinity=False), st.binary(min_size=32, max_size=32),
+       st.sampled_from(CONFIGS), st.sampled_from(CONFIGS), st.integers(0, 2**32 - 1))
+def test_round_parameters_round_trip(pk, sum_prob, update_prob, seed, vect, unit, length):
+    params = RoundParameters(pk, sum_prob, update_prob, seed, MaskConfigPair(vect, unit), length)
+    assert RoundParameters.from_bytes(params.to_bytes()) == params
+
+
+@FUZZ
+@given(st.binary(min_size=92, max_size=92))
+def test_round_parameters_parse_or_raise(data):
+    try:
+        params = RoundParameters.from_bytes(data)
+    except PetDecodeError:
+        return
+    assert params.to_bytes() == data
+
+
+def test_round_parameters_refuse_bad_values():
+    data = _round_params().to_bytes()
+    with pytest.raises(PetDecodeError, match="are 92 bytes, got 91"):
+        RoundParameters.from_bytes(data[:-1])
+    with pytest.raises(PetDecodeError, match="must be bytes"):
+        RoundParameters.from_bytes(None)
+    with pytest.raises(PetDecodeError, match="non-finite probabilities"):
+        RoundParameters.from_bytes(data[:32] + struct.pack("<d", float("nan")) + data[40:])
+    with pytest.raises(PetDecodeError, match="unit config"):
+        RoundParameters.from_bytes(data[:84] + bytes([9, 9, 9, 9]) + data[88:])
+    with pytest.raises(PetCryptoError, match="pk must be 32 bytes"):
+        _round_params(pk=bytes(31))
+    with pytest.raises(InvalidArgument, match="RoundParameters.update must be a finite float"):
+        _round_params(update=float("inf"))
+    with pytest.raises(InvalidArgument, match="RoundParameters.sum must be a finite float"):
+        _round_params(sum=True)
+    with pytest.raises(InvalidArgument, match="model_length must be an integer in"):
+        _round_params(model_length=2**32)
+    with pytest.raises(InvalidArgument, match="mask_config must be a MaskConfigPair"):
+        _round_params(mask_config=CONFIG)

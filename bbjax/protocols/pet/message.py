@@ -59,6 +59,11 @@ class Tag(enum.IntEnum):
     UPDATE = 2
     SUM2 = 3
 
+    @classmethod
+    def is_tag(cls, value: object) -> bool:
+        """Whether ``value`` is a tag (a member or its integer)."""
+        return isinstance(value, int) and not isinstance(value, bool) and value in (1, 2, 3)
+
 
 def _signature(value: object, name: str) -> bytes:
     return check_bytes(value, SIGNATURE_LENGTH, name)
@@ -200,7 +205,7 @@ class Message:
         if isinstance(self.payload, Chunk):
             if self.tag is None:
                 raise InvalidArgument("a multipart message needs the tag of the message it carries")
-            if self.tag not in Tag._value2member_map_:
+            if not Tag.is_tag(self.tag):
                 raise InvalidArgument(f"tag must be a Tag, got {self.tag!r}")
             object.__setattr__(self, "tag", Tag(self.tag))
         elif self.tag is not None and self.tag != self.payload.tag:
@@ -302,6 +307,8 @@ _PARSERS = {Tag.SUM: _parse_sum, Tag.UPDATE: _parse_update, Tag.SUM2: _parse_sum
 def parse_payload(tag: Tag, data: bytes) -> Sum | Update | Sum2:
     """The Sum / Update / Sum2 payload (by ``tag``) that is exactly ``data``; anything else
     raises :class:`PetDecodeError`."""
+    if not Tag.is_tag(tag):
+        raise InvalidArgument(f"tag must be a Tag, got {tag!r}")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PetDecodeError(f"a payload must be bytes, got {type(data).__name__}")
     return _PARSERS[Tag(tag)](bytes(data))
@@ -323,7 +330,7 @@ def parse_message(data: bytes) -> Message:
     :func:`verify_message_signature`). Anything malformed raises :class:`PetDecodeError`."""
     data, _ = _header(data)
     tag_byte, flags = data[132], data[133]
-    if tag_byte not in Tag._value2member_map_:
+    if not Tag.is_tag(tag_byte):
         raise PetDecodeError(f"unknown message tag {tag_byte}")
     if flags & ~MULTIPART:
         raise PetDecodeError(f"message flags {flags:#04x} set unknown bits")

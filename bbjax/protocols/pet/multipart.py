@@ -210,7 +210,7 @@ class Reassembler:
         for _ in range(count):
             pk, coordinator_pk = reader.take(PUBLIC_KEY_LENGTH), reader.take(PUBLIC_KEY_LENGTH)
             message_id, tag, last, n_chunks = reader.unpack(">HBII")
-            if tag not in Tag._value2member_map_ or (last != 0xFFFFFFFF and last > 0xFFFF):
+            if not Tag.is_tag(tag) or (last != 0xFFFFFFFF and last > 0xFFFF):
                 raise PetDecodeError("reassembler state: bad tag or last chunk id")
             if (pk, message_id) in result._partials:
                 raise PetDecodeError("reassembler state: a message listed twice")

@@ -111,6 +111,13 @@ def test_chunk_fixture():
     assert parse_message(wire) == msg
 
 
+def test_parse_payload_refuses_a_bad_tag_or_non_bytes():
+    with pytest.raises(InvalidArgument, match="tag must be a Tag, got 4"):
+        parse_payload(4, sum_payload()[1])
+    with pytest.raises(PetDecodeError, match="a payload must be bytes"):
+        parse_payload(Tag.SUM, None)
+
+
 def test_seed_dict_with_a_truncated_entry_is_refused():
     # update.rs decode_invalid_seed_dict: length 0xe3 cuts the last entry
     _, data = update_payload()

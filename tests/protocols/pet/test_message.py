@@ -338,6 +338,19 @@ def test_truncations_and_mutations_parse_or_raise(msg, data):
         _parses_or_refuses(shorter[:128] + cut.to_bytes(4, "big") + shorter[132:])
 
 
+@pytest.mark.parametrize("make_payload", PAYLOADS)
+def test_every_single_byte_mutation_and_truncation_of_the_fixtures(make_payload):
+    _, wire = message(make_payload)
+    for index in range(len(wire)):
+        for flip in (0x01, 0x80, 0xFF):
+            mutated = bytearray(wire)
+            mutated[index] ^= flip
+            _parses_or_refuses(bytes(mutated))
+    for cut in range(HEADER_LENGTH, len(wire)):
+        repaired = wire[:128] + cut.to_bytes(4, "big") + wire[132:cut]
+        assert _parses_or_refuses(repaired) is None
+
+
 def test_fuzz_helper_can_fail():
     valid = message(sum_payload)[1]
     assert _parses_or_refuses(valid) == message(sum_payload)[0]

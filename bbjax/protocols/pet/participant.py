@@ -236,8 +236,10 @@ class Participant:
             self._sum2(_mapping(view.seeds, "seeds"))
         elif s.sent < len(s.chunks):
             self._in_flight = True
+        elif _SENDING[s.phase] is ParticipantPhase.SUM2:
+            s.phase, s.chunks, s.sent = ParticipantPhase.SUM2, (), 0
         else:
-            s.phase, s.chunks, s.sent = _SENDING[s.phase], (), 0
+            self._await_next_round()
         return Progress.UPDATED
 
     # -- phases ---------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class Participant:
                              local_seed_dict)
         except PetCryptoError:
             # a sum dictionary whose keys cannot be sealed to: nothing to send this round
-            return self._give_up()
+            return self._await_next_round()
         self._send(payload, ParticipantPhase.SENDING_UPDATE)
 
     def _sum2(self, seeds: Mapping[bytes, bytes]) -> None:
@@ -285,7 +287,7 @@ class Participant:
                 aggregation.aggregate(mask)
         except (PetCryptoError, MaskingError, AggregationError):
             # xaynet: a seed that does not decrypt or a mask that does not aggregate
-            return self._give_up()
+            return self._await_next_round()
         self._send(Sum2(s.sum_signature, aggregation.masked_object()),
                    ParticipantPhase.SENDING_SUM2)
 
@@ -297,10 +299,10 @@ class Participant:
         try:
             s.chunks = tuple(seal_message(m, pk) for m in messages)
         except PetCryptoError:
-            return self._give_up()
+            return self._await_next_round()
         s.sent, s.phase = 0, phase
 
-    def _give_up(self) -> None:
+    def _await_next_round(self) -> None:
         s = self._state
         self._state = ParticipantState(ParticipantPhase.AWAITING, s.round_params)
 

@@ -20,7 +20,7 @@ full, first write wins per participant, seed dictionary and masked model fit the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -90,6 +90,16 @@ def _check_now(now: object) -> float:
     if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
         raise InvalidArgument(f"now must be finite seconds (a float), got {now!r}")
     return float(now)
+
+
+def majority_mask(votes: Mapping[bytes, int]) -> bytes | FailureReason:
+    """The mask (bytes) with the most votes, if one has more than every other; else
+    ``AMBIGUOUS_MASKS`` (a tie for the most) or ``NO_MASK`` (no votes)."""
+    if not votes:
+        return FailureReason.NO_MASK
+    top = max(votes.values())
+    best = [mask for mask, count in votes.items() if count == top]
+    return best[0] if len(best) == 1 else FailureReason.AMBIGUOUS_MASKS
 
 
 class Coordinator:
@@ -263,14 +273,11 @@ class Coordinator:
 
     def _unmask(self, now: float) -> None:
         s = self._state
-        if not s.mask_votes:
-            return self._fail(FailureReason.NO_MASK, now)
-        top = max(s.mask_votes.values())
-        best = [mask for mask, votes in s.mask_votes.items() if votes == top]
-        if len(best) > 1:
-            return self._fail(FailureReason.AMBIGUOUS_MASKS, now)
+        best = majority_mask(s.mask_votes)
+        if isinstance(best, FailureReason):
+            return self._fail(best, now)
         try:
-            model = s.aggregation.unmask(MaskObject.from_bytes(best[0]))
+            model = s.aggregation.unmask(MaskObject.from_bytes(best))
         except (AggregationError, PetDecodeError):
             return self._fail(FailureReason.UNMASKING_FAILED, now)
         s.global_model = model

@@ -115,7 +115,7 @@ class MemoryHost:
         self.dropped: set[str] = set()
         self.deliveries: list[Delivery] = []
         self.transitions: list[Transition] = list(coordinator.take_transitions())
-        self._drop_when: dict[str, ParticipantPhase] = {}
+        self._drop_when: dict[str, tuple[ParticipantPhase, bool]] = {}
 
     def drop(self, name: str) -> None:
         """Take ``name`` off the network now: it is never stepped again."""
@@ -123,9 +123,17 @@ class MemoryHost:
         self.dropped.add(name)
 
     def drop_when(self, name: str, phase: ParticipantPhase) -> None:
-        """Take ``name`` off the network as soon as it reaches ``phase``."""
+        """Take ``name`` off the network as soon as it next enters ``phase`` (from another
+        phase: a new participant, Awaiting, is dropped at ``AWAITING`` only after a task)."""
         self._known(name)
-        self._drop_when[name] = ParticipantPhase(phase)
+        phase = ParticipantPhase(phase)
+        self._drop_when[name] = (phase, self.participants[name].phase is not phase)
+
+    def rejoin(self, name: str) -> None:
+        """Put ``name`` back on the network (undoes :meth:`drop` and :meth:`drop_when`)."""
+        self._known(name)
+        self.dropped.discard(name)
+        self._drop_when.pop(name, None)
 
     def inject(self, data: bytes) -> Outcome:
         """Post ``data`` to the coordinator now, as if from outside the network."""
@@ -154,8 +162,7 @@ class MemoryHost:
         self._collect()
         for name, participant in self.participants.items():
             for _ in range(max_steps):
-                if self._drop_when.get(name) is participant.phase:
-                    self.dropped.add(name)
+                self._check_drop(name)
                 if name in self.dropped:
                     break
                 progress = participant.step(self.view_for(name))
@@ -198,6 +205,16 @@ class MemoryHost:
 
     def _collect(self) -> None:
         self.transitions.extend(self.coordinator.take_transitions())
+
+    def _check_drop(self, name: str) -> None:
+        if name not in self._drop_when:
+            return
+        phase, left = self._drop_when[name]
+        if self.participants[name].phase is not phase:
+            self._drop_when[name] = (phase, True)
+        elif left:
+            self.dropped.add(name)
+            del self._drop_when[name]
 
     def _known(self, name: str) -> None:
         if name not in self.participants:

@@ -76,8 +76,9 @@ class Delivery:
 
 @dataclasses.dataclass(frozen=True)
 class RoundResult:
-    """How round ``round_id`` ended: its ``global_model`` (``None`` if it failed),
-    ``transitions`` and, for a failed round, the ``failure`` transition."""
+    """How round ``round_id`` ended: its ``global_model`` (``None`` if it failed), its
+    ``transitions`` (from Idle -> Sum on) and, for a failed round, the ``failure``
+    transition."""
 
     round_id: int
     global_model: np.ndarray | None
@@ -177,12 +178,11 @@ class MemoryHost:
         """Tick until the coordinator's current round ends; :class:`PetStateError` if it
         has not after ``max_ticks`` ticks (or the coordinator is shut down)."""
         round_id = self.coordinator.round_id
-        start = len(self.transitions)
         for _ in range(max_ticks):
             if self.coordinator.phase is Phase.SHUTDOWN:
                 break
             if self.coordinator.round_id != round_id:
-                ended = tuple(t for t in self.transitions[start:] if t.round_id == round_id)
+                ended = tuple(t for t in self.transitions if t.round_id == round_id)
                 failure = next((t for t in ended if t.failure is not None), None)
                 model = None if failure else self.coordinator.global_model()
                 return RoundResult(round_id, model, ended, failure)

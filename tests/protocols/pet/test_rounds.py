@@ -76,8 +76,10 @@ def test_a_round_of_twelve_closes_with_the_exact_weighted_mean():
     assert 1 <= len(summers) <= 9
     result = host.run_round()
     assert result.failure is None and result.round_id == 1
-    assert [t.target for t in result.transitions] == [Phase.UPDATE, Phase.SUM2, Phase.UNMASK,
-                                                      Phase.IDLE]
+    assert [(t.source, t.target) for t in result.transitions] == [
+        (Phase.IDLE, Phase.SUM), (Phase.SUM, Phase.UPDATE), (Phase.UPDATE, Phase.SUM2),
+        (Phase.SUM2, Phase.UNMASK), (Phase.UNMASK, Phase.IDLE)]
+    assert [t.now for t in result.transitions] == [0.0, 2.0, 4.0, 6.0, 6.0]
     updaters = _check_mean(host, result, models, scalars)
     assert sorted(updaters) == sorted(n for n, t in tasks.items() if t == "update")
     assert sorted(_accepted(host, 1, Tag.SUM)) == sorted(_accepted(host, 1, Tag.SUM2)) == summers

@@ -9,14 +9,28 @@ from bbjax.protocols.pet.config import (
     MaskConfigPair,
     ModelType,
 )
+from bbjax.protocols.pet.masking import (
+    Aggregation,
+    Masker,
+    MaskObject,
+    MaskSeed,
+    MaskUnit,
+    MaskVect,
+)
 from bbjax.protocols.pet.prng import Prng
 
 __all__ = [
+    "Aggregation",
     "BoundType",
     "DataType",
     "GroupType",
     "MaskConfig",
     "MaskConfigPair",
+    "MaskObject",
+    "MaskSeed",
+    "MaskUnit",
+    "MaskVect",
+    "Masker",
     "ModelType",
     "Prng",
 ]

@@ -97,10 +97,10 @@ _TYPE_MAX = {
     DataType.I64: 2**63,
 }
 
-V = TypeVar("V", bound=_Variant)
+_V = TypeVar("_V", bound=_Variant)
 
 
-def _variant(kind: type[V], value: object, field: str) -> V:
+def _variant(kind: type[_V], value: object, field: str) -> _V:
     if isinstance(value, kind):
         return value
     if isinstance(value, str) and not isinstance(value, _Variant):

@@ -25,7 +25,10 @@ from bbjax.protocols.pet.config import DataType, MaskConfigPair
 from bbjax.protocols.pet.object import MaskObject, MaskUnit, MaskVect
 from bbjax.protocols.pet.seed import MaskSeed
 
-__all__ = ["Aggregation", "MaskObject", "MaskSeed", "MaskUnit", "MaskVect", "Masker"]
+__all__ = [
+    "Aggregation", "MaskObject", "MaskSeed", "MaskUnit", "MaskVect", "Masker", "scalar_ratio",
+    "weight_ratios",
+]
 
 _FLOATS = {DataType.F32: np.float32, DataType.F64: np.float64}
 _INTS = {DataType.I32: np.int32, DataType.I64: np.int64}

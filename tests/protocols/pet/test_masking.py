@@ -364,6 +364,25 @@ def test_parse_is_total(data, offset):
     assert obj.to_bytes() == data[offset : offset + used]
 
 
+VALID_WIRE = MaskObject(MaskVect(MaskConfig("Power2", "F64", "B2", "M9"), (5, 2**100, 0)),
+                        MaskUnit(MaskConfig("Prime", "I32", "Bmax", "M3"), 77)).to_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(VALID_WIRE) - 1), st.integers(0, 255)), max_size=3),
+       st.integers(0, len(VALID_WIRE) + 4))
+def test_parse_of_damaged_objects_is_total(edits, end):
+    data = bytearray(VALID_WIRE + bytes(4))
+    for pos, byte in edits:
+        data[pos] = byte
+    data = bytes(data[:end])
+    try:
+        obj, used = MaskObject.parse(data)
+    except PetDecodeError:
+        return
+    assert obj.to_bytes() == data[:used]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(ALL_CONFIGS).flatmap(lambda c: st.tuples(
     st.just(c), st.sampled_from(ALL_CONFIGS), st.lists(st.integers(0, c.order - 1), max_size=6))),

@@ -130,3 +130,64 @@ def test_bad_seed(seed):
 def test_bad_arguments(call):
     with pytest.raises(MaskingError):
         call(Prng(bytes(32)))
+
+
+# -- rand_chacha 0.3's own ChaCha20Rng tests (rand_chacha/src/chacha.rs) --------------------
+
+
+def _words(prng: Prng, n: int) -> list[int]:
+    return [int.from_bytes(prng.fill_bytes(4), "little") for _ in range(n)]
+
+
+def test_rand_chacha_true_values_a_and_bytes():
+    assert _words(Prng(bytes(32)), 32) == [
+        0xade0b876, 0x903df1a0, 0xe56a5d40, 0x28bd8653, 0xb819d2bd, 0x1aed8da0, 0xccef36a8,
+        0xc70d778b, 0x7c5941da, 0x8d485751, 0x3fe02477, 0x374ad8b8, 0xf4b8436a, 0x1ca11815,
+        0x69b687c3, 0x8665eeb2,
+        0xbee7079f, 0x7a385155, 0x7c97ba98, 0x0d082d73, 0xa0290fcb, 0x6965e348, 0x3e53c612,
+        0xed7aee32, 0x7621b729, 0x434ee69c, 0xb03371d5, 0xd539d874, 0x281fed31, 0x45fb0a51,
+        0x1f0ae1ac, 0x6f4d794b,
+    ]
+    assert Prng(bytes(32)).fill_bytes(32) == bytes([
+        118, 184, 224, 173, 160, 241, 61, 144, 64, 93, 106, 229, 83, 134, 189, 40, 189, 210,
+        25, 184, 160, 141, 237, 26, 168, 54, 239, 204, 139, 119, 13, 199])
+
+
+def test_rand_chacha_true_values_b():
+    prng = Prng(bytes(31) + b"\x01")
+    _words(prng, 16)
+    assert _words(prng, 16) == [
+        0x2452eb3a, 0x9249f8ec, 0x8d829d9b, 0xddd4ceb1, 0xe8252083, 0x60818b01, 0xf38422b8,
+        0x5aaa49c9, 0xbb00ca8e, 0xda3ba7b4, 0xc4b592d1, 0xfdf2732f, 0x4436274e, 0x2561b3c8,
+        0xebdd4aa6, 0xa0136c00,
+    ]
+
+
+def test_rand_chacha_true_values_c_and_word_positions():
+    seed = b"\x00\xff" + bytes(30)
+    prng = Prng(seed)
+    _words(prng, 32)
+    assert _words(prng, 16) == [
+        0xfb4dd572, 0x4bc42ef1, 0xdf922636, 0x327f1394, 0xa78dea8f, 0x5e269039, 0xa1bebbc1,
+        0xcaf09aae, 0xa25ab213, 0x48a6b46c, 0x1b9d9bcb, 0x092c5be6, 0x546ca624, 0x1bec45d5,
+        0x87f47473, 0x96f0992e,
+    ]
+    # rand_chacha: fill_bytes(32) moves the word position by 8, fill_bytes(25) by 7
+    prng.fill_bytes(32)
+    prng.fill_bytes(25)
+    assert _words(prng, 1) == _words(Prng(seed), 64)[48 + 8 + 7 :][:1]
+
+
+def test_rand_chacha_multiple_blocks_and_construction():
+    prng = Prng(bytes(b for i in range(8) for b in (i, 0, 0, 0)))
+    got = []
+    for _ in range(16):
+        got += _words(prng, 1)
+        _words(prng, 16)
+    assert got == [
+        0xf225c81a, 0x6ab1be57, 0x04d42951, 0x70858036, 0x49884684, 0x64efec72, 0x4be2d186,
+        0x3615b384, 0x11cfa18e, 0xd3c50049, 0x75c775f6, 0x434c6530, 0x2c5bad8f, 0x898881dc,
+        0x5f1c86d9, 0xc1f8e7f4,
+    ]
+    seed = bytes(b for i in range(4) for b in (i, 0, 0, 0, 0, 0, 0, 0))
+    assert _words(Prng(seed), 1) == [137206642]

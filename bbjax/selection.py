@@ -1,17 +1,23 @@
 """Client selection: which clients take part in a round, as a fixed-shape cohort.
 
-A selector is a :class:`ClientSelector`: the population size, the cohort size and a pure
-``select(key, round_index) -> Cohort``. A :class:`Cohort` always has ``cohort_size`` slots,
-so the cohort axis has one static shape under ``jit``, ``vmap`` and ``lax.scan``; slots
-with ``valid == False`` are padding (fewer eligible clients than slots) and must be
-ignored by the aggregation. The same key gives the same cohort.
+A selector is a :class:`ClientSelector`: the population size, the cohort size, a pure
+``select(key, round_index) -> Cohort`` and ``algorithm``, the same selection on the
+``bbjax.algorithms`` contract. A :class:`Cohort` always has ``cohort_size`` slots, so the
+cohort axis has one static shape under ``jit``, ``vmap`` and ``lax.scan``; slots with
+``valid == False`` are padding (fewer eligible clients than slots) and must be ignored by
+the aggregation. The same key gives the same cohort.
+
+``algorithm.update(candidates, state, params=None, *, key=None, round=0) -> (mask,
+state)`` chooses among the round's candidates (bool ``[num_clients]``, e.g. the clients
+that are reachable) and gives the chosen clients' mask; with every client a candidate it
+is ``cohort_mask(select(key, round), num_clients)``. Its state is empty.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +25,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from bbjax._checks import check_count
+from bbjax.algorithms.base import Algorithm, EmptyState
 from bbjax.errors import SelectionError
 
 
@@ -36,17 +43,49 @@ class Cohort(NamedTuple):
 
 class ClientSelector(NamedTuple):
     """``select(key, round_index)`` (jitted) picks a :class:`Cohort` of ``cohort_size``
-    slots among ``num_clients`` clients."""
+    slots among ``num_clients`` clients; ``algorithm`` picks the same among candidates."""
 
     num_clients: int
     cohort_size: int
     select: Callable[[jax.Array, ArrayLike], Cohort]
+    algorithm: Algorithm
 
 
 def cohort_mask(cohort: Cohort, num_clients: int) -> jax.Array:
     """Bool ``(num_clients,)`` mask of the valid clients of ``cohort``."""
     return jnp.zeros(num_clients, bool).at[cohort.indices].max(cohort.valid)
 
+
+
+Choose = Callable[[jax.Array | None, jax.Array, jax.Array], Cohort]
+
+
+def _selector(num_clients: int, cohort_size: int, choose: Choose,
+              needs_key: bool) -> ClientSelector:
+    """The selector whose cohort among ``candidates`` is ``choose(key, round_index,
+    candidates)``."""
+    everyone = jnp.ones(num_clients, bool)
+
+    def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
+        return choose(key, jnp.asarray(round_index), everyone)
+
+    def init(params: Any) -> EmptyState:
+        return EmptyState()
+
+    def update(candidates: ArrayLike, state: EmptyState, params: Any = None, *,
+               key: jax.Array | None = None, round: ArrayLike = 0
+               ) -> tuple[jax.Array, EmptyState]:
+        candidates = jnp.asarray(candidates)
+        if candidates.shape != (num_clients,) or candidates.dtype != bool:
+            raise SelectionError(f"candidates must be a bool ({num_clients},) mask, got "
+                                 f"{candidates.dtype} {candidates.shape}")
+        if needs_key and key is None:
+            raise SelectionError("this selector draws at random: update(..., key=...)")
+        cohort = choose(key, jnp.asarray(round), candidates)
+        return cohort_mask(cohort, num_clients), state
+
+    return ClientSelector(num_clients, cohort_size, jax.jit(select),
+                          Algorithm(init, update, ("round",)))
 
 
 def _canonical(indices: jax.Array, valid: jax.Array, num_clients: int) -> Cohort:
@@ -65,14 +104,13 @@ def _uniform_among(key: jax.Array, eligible: jax.Array, cohort_size: int) -> Coh
 
 
 def select_all(num_clients: int) -> ClientSelector:
-    """Every client, every round."""
+    """Every client (every candidate), every round."""
     num_clients = check_count("num_clients", num_clients, error=SelectionError)
 
-    def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
-        del key, round_index
-        return Cohort(jnp.arange(num_clients, dtype=jnp.int32), jnp.ones(num_clients, bool))
+    def choose(key: jax.Array | None, round_index: jax.Array, candidates: jax.Array) -> Cohort:
+        return _canonical(jnp.arange(num_clients), candidates, num_clients)
 
-    return ClientSelector(num_clients, num_clients, jax.jit(select))
+    return _selector(num_clients, num_clients, choose, needs_key=False)
 
 
 def select_fraction(num_clients: int, fraction: float) -> ClientSelector:
@@ -83,11 +121,10 @@ def select_fraction(num_clients: int, fraction: float) -> ClientSelector:
         raise SelectionError(f"fraction must be in (0, 1], got {fraction!r}")
     cohort_size = max(1, round(fraction * num_clients))
 
-    def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
-        del round_index
-        return _uniform_among(key, jnp.ones(num_clients, bool), cohort_size)
+    def choose(key: jax.Array | None, round_index: jax.Array, candidates: jax.Array) -> Cohort:
+        return _uniform_among(key, candidates, cohort_size)
 
-    return ClientSelector(num_clients, cohort_size, jax.jit(select))
+    return _selector(num_clients, cohort_size, choose, needs_key=True)
 
 
 def select_by_tags(
@@ -118,19 +155,18 @@ def select_by_tags(
     eligible = jnp.asarray(eligible_np)
     if cohort_size is None:
 
-        def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
-            del key, round_index
-            return _canonical(jnp.arange(num_clients), eligible, num_clients)
+        def every_eligible(key: jax.Array | None, round_index: jax.Array,
+                           candidates: jax.Array) -> Cohort:
+            return _canonical(jnp.arange(num_clients), eligible & candidates, num_clients)
 
-        return ClientSelector(num_clients, num_clients, jax.jit(select))
+        return _selector(num_clients, num_clients, every_eligible, needs_key=False)
 
     cohort_size = check_count("cohort_size", cohort_size, error=SelectionError, upper=num_clients)
 
-    def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
-        del round_index
-        return _uniform_among(key, eligible, cohort_size)
+    def choose(key: jax.Array | None, round_index: jax.Array, candidates: jax.Array) -> Cohort:
+        return _uniform_among(key, eligible & candidates, cohort_size)
 
-    return ClientSelector(num_clients, cohort_size, jax.jit(select))
+    return _selector(num_clients, cohort_size, choose, needs_key=True)
 
 
 def select_available(
@@ -173,12 +209,12 @@ def select_available(
         else check_count("cohort_size", cohort_size, error=SelectionError, upper=num_clients)
     )
 
-    def select(key: jax.Array, round_index: ArrayLike = 0) -> Cohort:
+    def choose(key: jax.Array | None, round_index: jax.Array, candidates: jax.Array) -> Cohort:
         online_key, pick_key = jax.random.split(key)
-        p = probabilities(jnp.asarray(round_index))
-        online = jax.random.uniform(online_key, (num_clients,)) < p
+        online = candidates & (jax.random.uniform(online_key, (num_clients,))
+                               < probabilities(round_index))
         if cohort_size is None:
             return _canonical(jnp.arange(num_clients), online, num_clients)
         return _uniform_among(pick_key, online, size)
 
-    return ClientSelector(num_clients, size, jax.jit(select))
+    return _selector(num_clients, size, choose, needs_key=True)

@@ -1,12 +1,15 @@
 """Aggregation rules: ``agg = NAME(**hyperparameters)``, ``state = agg.init(global_params)``,
 ``new_global, state, present, rejected = agg.apply(state, global_params, client_params,
-weights, mask)`` (or ``new_global, state = agg.aggregate(...)``).
+weights, mask)`` (or ``new_global, state = agg.aggregate(...)``), and the same rule on the
+one ``bbjax.algorithms`` contract: ``update, state = agg.update(client_updates, state,
+global_params, weights=..., mask=...)`` (``agg.algorithm``).
 
 See :mod:`bbjax.aggregators.base` for the shared conventions and ``docs/algorithms.md`` for
 the table of rules, papers, defaults and Flower names.
 """
 
-from bbjax.aggregators.base import Aggregation, Aggregator, EmptyState
+from bbjax.aggregators.base import Aggregation, Aggregator
+from bbjax.algorithms.base import EmptyState
 
 from bbjax.errors import AggregatorError
 from bbjax.aggregators.fedavg import FedAvgMState, fedavg, fedavgm

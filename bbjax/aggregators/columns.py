@@ -107,6 +107,10 @@ def all_finite(stacked: jax.Array) -> jax.Array:
     return jnp.isfinite(high) & jnp.isfinite(low)
 
 
+def _offsets(b: jax.Array, c: jax.Array | None, acc: Any) -> jax.Array:
+    return b.astype(acc) if c is None else b.astype(acc) - c.astype(acc)
+
+
 def client_sum(coef: jax.Array, stacked: jax.Array, present: jax.Array,
                center: jax.Array | None = None) -> jax.Array:
     """``sum_i coef_i * (stacked_i - center)`` over the present clients (``center`` defaults
@@ -118,27 +122,26 @@ def client_sum(coef: jax.Array, stacked: jax.Array, present: jax.Array,
     coef = jnp.where(present, coef, 0).astype(acc)
 
     def block_sum(b: jax.Array, c: jax.Array | None = None) -> jax.Array:
-        b = b.astype(acc) if c is None else b.astype(acc) - c.astype(acc)
-        b = jnp.where(present[:, None], b, 0)
+        b = jnp.where(present[:, None], _offsets(b, c, acc), 0)
         return jnp.matmul(coef, b, precision=lax.Precision.HIGHEST)
 
     return map_columns(block_sum, stacked, center).astype(stacked.dtype)
 
 
-def sq_distances_to(stacked: jax.Array, center: jax.Array) -> jax.Array:
-    """``[n]``: ``||stacked_i - center||^2`` for every client."""
+def sq_distances_to(stacked: jax.Array, center: jax.Array | None = None) -> jax.Array:
+    """``[n]``: ``||stacked_i - center||^2`` for every client (``center`` defaults to zero)."""
     acc = jnp.promote_types(stacked.dtype, jnp.float32)
     return fold_columns(
-        lambda s, b, c: s + jnp.sum(jnp.square(b.astype(acc) - c.astype(acc)), axis=1),
+        lambda s, b, c=None: s + jnp.sum(jnp.square(_offsets(b, c, acc)), axis=1),
         jnp.zeros(stacked.shape[:1], acc), stacked, center)
 
 
-def gram(stacked: jax.Array, center: jax.Array) -> jax.Array:
-    """``[n, n]``: inner products of the clients' offsets from ``center``."""
+def gram(stacked: jax.Array, center: jax.Array | None = None) -> jax.Array:
+    """``[n, n]``: inner products of the clients' offsets from ``center`` (default zero)."""
     acc = jnp.promote_types(stacked.dtype, jnp.float32)
 
-    def add(g: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
-        y = b.astype(acc) - c.astype(acc)
+    def add(g: jax.Array, b: jax.Array, c: jax.Array | None = None) -> jax.Array:
+        y = _offsets(b, c, acc)
         return g + jnp.matmul(y, y.T, precision=lax.Precision.HIGHEST)
 
     n = stacked.shape[0]

@@ -14,9 +14,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from bbjax.aggregators.base import (Aggregation, Aggregator, Params, check_cohort,
-                                    check_max_weight, outcome, require, skip_round)
-from bbjax.aggregators.fedavg import weighted_mean
+from bbjax.aggregators.base import (Aggregator, Params, check_max_weight, plus, relative,
+                                    require, skip_round)
+from bbjax.aggregators.fedavg import mean_rule
 
 
 class FedOptState(NamedTuple):
@@ -45,20 +45,17 @@ def _fedopt(rule: str, beta_1: float, second_moment: Callable[[Any, Any], Any],
         zeros = jax.tree.map(jnp.zeros_like, global_params)
         return FedOptState(jnp.zeros((), jnp.int32), zeros, zeros)
 
-    def apply(state: FedOptState, global_params: Params, client_params: Params,
-              weights: Any, mask: Any = None) -> Aggregation:
-        cohort = check_cohort(rule, global_params, client_params, weights, mask, max_weight)
-        mean, skip = weighted_mean(client_params, cohort.weights, cohort.present)
-        delta = jax.tree.map(jnp.subtract, mean, global_params)
+    def server(state: FedOptState, mean: Params, origin: Params | None,
+               skip: jax.Array) -> tuple[Params, FedOptState]:
+        delta = relative(mean, origin)
         m = jax.tree.map(lambda m, d: beta_1 * m + (1 - beta_1) * d, state.m, delta)
         v = jax.tree.map(second_moment, state.v, delta)
         lr = learning_rate(state.count)
-        new = jax.tree.map(lambda g, m, v: g + lr * m / (jnp.sqrt(v) + tau), global_params, m, v)
-        new_state = FedOptState(state.count + 1, skip_round(skip, state.m, m),
-                                skip_round(skip, state.v, v))
-        return outcome(cohort, skip, global_params, new, new_state)
+        point = plus(origin, jax.tree.map(lambda m, v: lr * m / (jnp.sqrt(v) + tau), m, v))
+        return point, FedOptState(state.count + 1, skip_round(skip, state.m, m),
+                                  skip_round(skip, state.v, v))
 
-    return Aggregator(init, apply)
+    return mean_rule(rule, init, server, max_weight)
 
 
 def fedadagrad(eta: float = 1e-1, eta_l: float = 1e-1, tau: float = 1e-9,

@@ -8,8 +8,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from bbjax.aggregators.base import (Aggregation, Aggregator, EmptyState, Params,
-                                    check_cohort, check_max_weight, outcome, require)
+from bbjax.aggregators.base import (Aggregator, Cohort, Params, Reduced, aggregation_rule,
+                                    check_max_weight, leafwise, plus, require)
+from bbjax.algorithms.base import EmptyState
 from bbjax.aggregators.columns import client_sum, sq_distances_to
 
 
@@ -31,10 +32,9 @@ def qfedavg(q: float = 0.2, learning_rate: float = 0.1,
     def init(global_params: Params) -> EmptyState:
         return EmptyState()
 
-    def apply(state: EmptyState, global_params: Params, client_params: Params,
-              weights: Any, mask: Any = None, *, losses: Any) -> Aggregation:
-        cohort = check_cohort("qfedavg", global_params, client_params, weights, mask,
-                              max_weight)
+    def reduce(state: EmptyState, cohort: Cohort, params: Params, stack: Params,
+               origin: Params | None, losses: Any = None) -> Reduced:
+        require(losses is not None, "qfedavg needs the clients' losses (losses=...)")
         n = cohort.n
         losses = jnp.asarray(losses)
         require(losses.shape in ((), (n,)),
@@ -43,14 +43,13 @@ def qfedavg(q: float = 0.2, learning_rate: float = 0.1,
                                   (n,))
         present = cohort.present & jnp.isfinite(losses)
         f = jnp.where(present, losses, 1.0) + 1e-10
-        sq_norm = sum(jax.tree.leaves(jax.tree.map(sq_distances_to, client_params,
-                                                   global_params))) / learning_rate ** 2
+        sq_norm = (sum(jax.tree.leaves(leafwise(sq_distances_to, stack, origin)))
+                   / learning_rate ** 2)
         h = q * f ** (q - 1) * sq_norm + f ** q / learning_rate
         h_total = jnp.sum(jnp.where(present, h, 0))
         skip = ~(h_total > 0)
         coef = f ** q / (learning_rate * jnp.where(skip, 1, h_total))
-        new = jax.tree.map(lambda g, x: g + client_sum(coef, x, present, g),
-                           global_params, client_params)
-        return outcome(cohort, skip, global_params, new, state, present)
+        step = leafwise(lambda x, g: client_sum(coef, x, present, g), stack, origin)
+        return Reduced(plus(origin, step), state, present, skip)
 
-    return Aggregator(init, apply)
+    return aggregation_rule("qfedavg", init, reduce, max_weight, inputs=("losses",))

@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bbjax.aggregators.base import (Aggregation, Aggregator, EmptyState, Params,
-                                    check_cohort, check_max_weight, check_nonnegative_int,
-                                    count, mean_coefficients, outcome, require)
+from bbjax.aggregators.base import (Aggregator, Cohort, Params, Reduced, aggregation_rule,
+                                    check_max_weight, check_nonnegative_int, count, leafwise,
+                                    mean_coefficients, require)
+from bbjax.algorithms.base import EmptyState
 from bbjax.aggregators.columns import client_sum, gram, map_columns, sort_clients
 
 
@@ -33,27 +34,25 @@ def _middle(s: jax.Array, m: jax.Array) -> jax.Array:
 
 
 def _stateless(rule: str, combine: Any, max_weight: float | None) -> Aggregator:
-    """An aggregator whose result is ``combine(n, global, clients, weights, present)``
-    returning ``(new_global, skip)``."""
+    """A rule whose result is ``combine(n, stack, origin, weights, present)`` returning
+    ``(point, skip)`` in the frame of ``stack`` (see :func:`aggregation_rule`)."""
     max_weight = check_max_weight(rule, max_weight)
 
     def init(global_params: Params) -> EmptyState:
         return EmptyState()
 
-    def apply(state: EmptyState, global_params: Params, client_params: Params,
-              weights: Any, mask: Any = None) -> Aggregation:
-        cohort = check_cohort(rule, global_params, client_params, weights, mask, max_weight)
-        new, skip = combine(cohort.n, global_params, client_params, cohort.weights,
-                            cohort.present)
-        return outcome(cohort, skip, global_params, new, state)
+    def reduce(state: EmptyState, cohort: Cohort, params: Params, stack: Params,
+               origin: Params | None) -> Reduced:
+        point, skip = combine(cohort.n, stack, origin, cohort.weights, cohort.present)
+        return Reduced(point, state, cohort.present, skip)
 
-    return Aggregator(init, apply)
+    return aggregation_rule(rule, init, reduce, max_weight)
 
 
 def median(max_weight: float | None = None) -> Aggregator:
     """Coordinate-wise median of the present clients, unweighted (Flower ``FedMedian``)."""
 
-    def combine(n, global_params, client_params, weights, present):
+    def combine(n, client_params, origin, weights, present):
         m = count(present)
         new = jax.tree.map(
             lambda x: map_columns(lambda b: _middle(_sorted_present(b, present), m), x),
@@ -69,7 +68,7 @@ def trimmed_mean(proportion: float = 0.2, max_weight: float | None = None) -> Ag
     require(0 <= proportion < 0.5,
             f"trimmed_mean: proportion must be in [0, 0.5), got {proportion!r}")
 
-    def combine(n, global_params, client_params, weights, present):
+    def combine(n, client_params, origin, weights, present):
         m = count(present)
         # Flower's int(proportion * m), exact in float64, for every possible m.
         cut = jnp.asarray([int(proportion * k) for k in range(n + 1)], jnp.int32)[m]
@@ -85,10 +84,11 @@ def trimmed_mean(proportion: float = 0.2, max_weight: float | None = None) -> Ag
     return _stateless("trimmed_mean", combine, max_weight)
 
 
-def _distances(global_params: Params, client_params: Params, present: jax.Array) -> jax.Array:
+def _distances(client_params: Params, origin: Params | None, present: jax.Array) -> jax.Array:
     """``[n, n]`` squared L2 distances between present clients over all leaves; +inf on the
-    diagonal, for absent clients and where the float range overflows."""
-    g = sum(jax.tree.leaves(jax.tree.map(gram, client_params, global_params)))
+    diagonal, for absent clients and where the float range overflows. ``origin`` (None:
+    zero) only shifts the Gram matrix's centre."""
+    g = sum(jax.tree.leaves(leafwise(gram, client_params, origin)))
     sq = jnp.diag(g)
     d = jnp.maximum(sq[:, None] + sq[None, :] - 2 * g, 0)
     n = d.shape[0]
@@ -152,11 +152,11 @@ def krum(num_malicious: int = 0, num_to_keep: int = 0,
     check_nonnegative_int("krum", "num_to_keep", num_to_keep)
     f = num_malicious
 
-    def combine(n, global_params, client_params, weights, present):
+    def combine(n, client_params, origin, weights, present):
         require(n >= 2 * f + 3, f"krum(num_malicious={f}) needs a cohort of at least "
                 f"2*{f}+3 = {2 * f + 3} clients, got {n}")
         require(num_to_keep <= n, f"krum: num_to_keep={num_to_keep} exceeds the cohort of {n}")
-        scorer = _KrumScorer(_distances(global_params, client_params, present), f)
+        scorer = _KrumScorer(_distances(client_params, origin, present), f)
         skip = count(present) < 2 * f + 3
         if num_to_keep == 0:
             best = scorer.best(present, *scorer.start(present))
@@ -186,12 +186,12 @@ def bulyan(num_malicious: int = 0, max_weight: float | None = None) -> Aggregato
     check_nonnegative_int("bulyan", "num_malicious", num_malicious)
     f = num_malicious
 
-    def combine(n, global_params, client_params, weights, present):
+    def combine(n, client_params, origin, weights, present):
         require(n >= 4 * f + 3, f"bulyan(num_malicious={f}) needs a cohort of at least "
                 f"4*{f}+3 = {4 * f + 3} clients, got {n}")
         m = count(present)
         theta, beta = m - 2 * f, m - 4 * f
-        scorer = _KrumScorer(_distances(global_params, client_params, present), f)
+        scorer = _KrumScorer(_distances(client_params, origin, present), f)
 
         def pick(t, carry):
             left, picked, others, rank = carry

@@ -9,14 +9,14 @@ parameters and control delta; the server calls ``aggregate(..., control_deltas=.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from bbjax.aggregators.base import (Aggregation, Aggregator, Params, check_cohort,
+from bbjax.aggregators.base import (Aggregator, Cohort, Params, Reduced, aggregation_rule,
                                     check_max_weight, check_stacked, count, finite_clients,
-                                    mean_coefficients, outcome, require, skip_round)
+                                    leafwise, mean_coefficients, plus, require, skip_round)
 from bbjax.aggregators.columns import client_sum
 
 
@@ -48,26 +48,25 @@ def scaffold(server_learning_rate: float = 1.0, num_clients: int | None = None,
     def init(global_params: Params) -> ScaffoldState:
         return ScaffoldState(jax.tree.map(jnp.zeros_like, global_params))
 
-    def apply(state: ScaffoldState, global_params: Params, client_params: Params,
-              weights: Any, mask: Any = None, *, control_deltas: Params) -> Aggregation:
-        cohort = check_cohort("scaffold", global_params, client_params, weights, mask,
-                              max_weight)
-        n = check_stacked("scaffold", global_params, control_deltas, "control_deltas")
-        require(n == cohort.n, f"scaffold: control_deltas stacks {n} clients, client_params "
-                f"stacks {cohort.n}")
+    def reduce(state: ScaffoldState, cohort: Cohort, params: Params, stack: Params,
+               origin: Params | None, control_deltas: Params = None) -> Reduced:
+        require(control_deltas is not None,
+                "scaffold needs the clients' control deltas (control_deltas=...)")
+        n = check_stacked("scaffold", params, control_deltas, "control_deltas")
+        require(n == cohort.n, f"scaffold: control_deltas stacks {n} clients, the updates "
+                f"stack {cohort.n}")
         present = cohort.present & finite_clients(control_deltas)
         coef, skip = mean_coefficients(cohort.weights, present)
-        new = jax.tree.map(
-            lambda g, x: g + server_learning_rate * client_sum(coef, x, present, g),
-            global_params, client_params)
+        step = leafwise(lambda x, g: server_learning_rate * client_sum(coef, x, present, g),
+                        stack, origin)
         population = num_clients if num_clients is not None else jnp.maximum(count(present), 1)
         ones = jnp.ones_like(cohort.weights) / population
         control = jax.tree.map(lambda c, d: c + client_sum(ones, d, present),
                                state.control, control_deltas)
-        return outcome(cohort, skip, global_params, new,
-                       ScaffoldState(skip_round(skip, state.control, control)), present)
+        return Reduced(plus(origin, step),
+                       ScaffoldState(skip_round(skip, state.control, control)), present, skip)
 
-    return Aggregator(init, apply)
+    return aggregation_rule("scaffold", init, reduce, max_weight, inputs=("control_deltas",))
 
 
 def scaffold_gradient(grads: Params, client_control: Params, server_control: Params) -> Params:

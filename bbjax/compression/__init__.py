@@ -2,7 +2,9 @@
 stochastic), top-k sparsification with error feedback, and random Hadamard rotation.
 
 Every codec is a :class:`Codec` ``(init, encode, decode)`` whose ``encode`` returns the
-payload and its exact size in bytes; see ``docs/privacy_and_compression.md``.
+payload and its exact size in bytes (the wire side, used by nodes); :func:`compress` is a
+codec on the ``bbjax.algorithms`` contract (encode then decode each client's update); see
+``docs/privacy_and_compression.md``.
 """
 
 from bbjax.compression.codec import Codec, payload_bytes
@@ -16,6 +18,7 @@ from bbjax.compression.quantization import (
     uniform_quantization,
     unpack_bits,
 )
+from bbjax.compression.roundtrip import compress
 from bbjax.compression.topk import SparseTree, top_k
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "QuantizedArray",
     "RotatedPayload",
     "SparseTree",
+    "compress",
     "fwht",
     "hadamard_rotation",
     "pack_bits",

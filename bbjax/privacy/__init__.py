@@ -1,5 +1,7 @@
 """Differential privacy: clipping, the Gaussian mechanism (central, adaptive-clipping and
-local) and an RDP accountant for the sampled Gaussian mechanism.
+local) and an RDP accountant for the sampled Gaussian mechanism. ``clip``,
+``gaussian_noise``, ``adaptive_clipping`` and ``LocalDP.algorithm`` are algorithms on the
+``bbjax.algorithms`` contract; ``CentralDP`` runs them.
 
 See ``docs/privacy_and_compression.md`` for the noise scale of every mechanism.
 """
@@ -7,6 +9,7 @@ See ``docs/privacy_and_compression.md`` for the noise scale of every mechanism.
 from bbjax.privacy.accounting import Accountant, PrivacySpent, sampled_gaussian_accountant
 from bbjax.privacy.adaptive_clipping import (
     ClippedUpdate,
+    adaptive_clipping,
     client_side_adaptive_clipping,
     geometric_update,
     server_side_adaptive_clipping,
@@ -16,6 +19,7 @@ from bbjax.privacy.clipping import (
     CentralDP,
     DPState,
     client_side_fixed_clipping,
+    clip,
     clip_by_global_norm,
     global_norm,
     server_side_fixed_clipping,
@@ -27,6 +31,7 @@ from bbjax.privacy.gaussian import (
     central_noise_stddev,
     classic_gaussian_stddev,
     gaussian_delta,
+    gaussian_noise,
     noised_mean,
 )
 from bbjax.privacy.local_dp import LocalDP, local_gaussian
@@ -39,14 +44,17 @@ __all__ = [
     "LocalDP",
     "PrivacyError",
     "PrivacySpent",
+    "adaptive_clipping",
     "add_gaussian_noise",
     "analytic_gaussian_stddev",
     "central_noise_stddev",
     "classic_gaussian_stddev",
     "client_side_adaptive_clipping",
     "client_side_fixed_clipping",
+    "clip",
     "clip_by_global_norm",
     "gaussian_delta",
+    "gaussian_noise",
     "geometric_update",
     "global_norm",
     "local_gaussian",

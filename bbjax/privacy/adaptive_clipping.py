@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from bbjax.privacy.clipping import CentralDP, DPState, clip_by_global_norm
-from bbjax.errors import PrivacyError
 from bbjax._checks import check_closed_unit, check_count, check_nonnegative, check_positive
+from bbjax.algorithms.base import Algorithm, check_mask, check_stack
+from bbjax.errors import PrivacyError
+from bbjax.privacy.clipping import CentralDP, DPState, clip_by_global_norm
 from bbjax.privacy.gaussian import central_noise_stddev, noised_mean
 
 PyTree = Any
@@ -60,15 +61,24 @@ def geometric_update(
     return clipping_norm * jnp.exp(-clip_norm_lr * (unclipped_fraction - target_quantile))
 
 
-def _adaptive_clipping(
+def adaptive_clipping(
     noise_multiplier: float,
     num_sampled_clients: int,
-    initial_clipping_norm: float,
-    target_quantile: float,
-    clip_norm_lr: float,
-    clipped_count_stddev: float | None,
-    clip_on_client: bool,
-) -> CentralDP:
+    initial_clipping_norm: float = 0.1,
+    target_quantile: float = 0.5,
+    clip_norm_lr: float = 0.2,
+    clipped_count_stddev: float | None = None,
+) -> Algorithm:
+    """Adaptive clipping (Andrew et al. 2021, Algorithm 1) as an algorithm: a cohort stack
+    ``[n, ...]`` of updates in, the noised mean of the clipped updates out; the state is
+    the round's :class:`DPState` (``init`` ignores ``params``).
+
+    ``update(updates, state, params=None, *, key, mask=None, unclipped=None)``: with
+    ``unclipped`` (bool ``[n]``, the clients' ``‖Δ_i‖ <= C`` bits) the rows are taken as
+    clipped by the clients; without it the server clips them. ``clipped_count_stddev``
+    (σ_b) defaults to ``num_sampled_clients / 20`` (0 when ``noise_multiplier`` is 0), the
+    value Andrew et al. recommend; defaults of the other parameters are theirs too.
+    """
     z = check_nonnegative("noise_multiplier", noise_multiplier, error=PrivacyError)
     m = check_count("num_sampled_clients", num_sampled_clients, error=PrivacyError)
     c0 = check_positive("initial_clipping_norm", initial_clipping_norm, error=PrivacyError)
@@ -79,8 +89,38 @@ def _adaptive_clipping(
     sigma_b = check_nonnegative("clipped_count_stddev", clipped_count_stddev, error=PrivacyError)
     z_update = update_noise_multiplier(z, sigma_b)
 
-    def init() -> DPState:
+    def init(params: PyTree) -> DPState:
         return DPState(jnp.float32(c0))
+
+    def update(
+        updates: PyTree, state: DPState, params: PyTree = None, *,
+        key: jax.Array | None = None, mask: ArrayLike | None = None,
+        unclipped: ArrayLike | None = None,
+    ) -> tuple[PyTree, DPState]:
+        n = check_stack("adaptive_clipping", updates, PrivacyError)
+        mask = check_mask("adaptive_clipping", mask, n, PrivacyError)
+        if key is None:
+            raise PrivacyError("adaptive_clipping needs a PRNG key (update(..., key=...))")
+        if unclipped is None:
+            clipped, norms = jax.vmap(clip_by_global_norm, (0, None))(updates,
+                                                                     state.clipping_norm)
+            unclipped = norms <= state.clipping_norm
+        else:
+            clipped = updates
+            unclipped = check_mask("adaptive_clipping: unclipped", unclipped, n, PrivacyError)
+        update_key, count_key = jax.random.split(key)
+        stddev = central_noise_stddev(z_update, state.clipping_norm, m)
+        mean = noised_mean(update_key, clipped, stddev, m, mask)
+        count = jnp.sum((unclipped & mask).astype(jnp.float32))
+        fraction = (count + sigma_b * jax.random.normal(count_key, (), jnp.float32)) / m
+        return mean, DPState(geometric_update(state.clipping_norm, fraction, gamma, lr))
+
+    return Algorithm(init, update, ("mask", "unclipped"))
+
+
+def _adaptive_clipping(algorithm: Algorithm, clip_on_client: bool) -> CentralDP:
+    def init() -> DPState:
+        return algorithm.init(None)
 
     def client(state: DPState, update: PyTree) -> PyTree:
         if not clip_on_client:
@@ -92,22 +132,11 @@ def _adaptive_clipping(
         key: jax.Array, state: DPState, contributions: PyTree, mask: jax.Array | None = None
     ) -> tuple[PyTree, DPState]:
         if clip_on_client:
-            clipped, unclipped = contributions
-        else:
-            clipped, norms = jax.vmap(clip_by_global_norm, (0, None))(
-                contributions, state.clipping_norm
-            )
-            unclipped = norms <= state.clipping_norm
-        if mask is not None:
-            unclipped = unclipped & mask
-        update_key, count_key = jax.random.split(key)
-        stddev = central_noise_stddev(z_update, state.clipping_norm, m)
-        mean = noised_mean(update_key, clipped, stddev, m, mask)
-        count = jnp.sum(unclipped.astype(jnp.float32))
-        fraction = (count + sigma_b * jax.random.normal(count_key, (), jnp.float32)) / m
-        return mean, DPState(geometric_update(state.clipping_norm, fraction, gamma, lr))
+            return algorithm.update(contributions.update, state, key=key, mask=mask,
+                                    unclipped=contributions.unclipped)
+        return algorithm.update(contributions, state, key=key, mask=mask)
 
-    return CentralDP(init, client, aggregate)
+    return CentralDP(init, client, aggregate, algorithm)
 
 
 def server_side_adaptive_clipping(
@@ -118,19 +147,11 @@ def server_side_adaptive_clipping(
     clip_norm_lr: float = 0.2,
     clipped_count_stddev: float | None = None,
 ) -> CentralDP:
-    """Adaptive clipping done by the server; ``client`` is the identity.
-
-    ``clipped_count_stddev`` (σ_b) defaults to ``num_sampled_clients / 20`` (0 when
-    ``noise_multiplier`` is 0), the value Andrew et al. recommend; defaults of the other
-    parameters are theirs too.
-    """
+    """Adaptive clipping done by the server; ``client`` is the identity. Parameters as in
+    :func:`adaptive_clipping`."""
     return _adaptive_clipping(
-        noise_multiplier,
-        num_sampled_clients,
-        initial_clipping_norm,
-        target_quantile,
-        clip_norm_lr,
-        clipped_count_stddev,
+        adaptive_clipping(noise_multiplier, num_sampled_clients, initial_clipping_norm,
+                          target_quantile, clip_norm_lr, clipped_count_stddev),
         clip_on_client=False,
     )
 
@@ -145,13 +166,9 @@ def client_side_adaptive_clipping(
 ) -> CentralDP:
     """Adaptive clipping done by the clients: ``client`` returns a :class:`ClippedUpdate`
     (the server sends ``state.clipping_norm`` to the cohort each round). Parameters as in
-    :func:`server_side_adaptive_clipping`."""
+    :func:`adaptive_clipping`."""
     return _adaptive_clipping(
-        noise_multiplier,
-        num_sampled_clients,
-        initial_clipping_norm,
-        target_quantile,
-        clip_norm_lr,
-        clipped_count_stddev,
+        adaptive_clipping(noise_multiplier, num_sampled_clients, initial_clipping_norm,
+                          target_quantile, clip_norm_lr, clipped_count_stddev),
         clip_on_client=True,
     )

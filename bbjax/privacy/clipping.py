@@ -1,4 +1,5 @@
-"""L2 clipping and central DP with a fixed clipping norm (DP-FedAvg, McMahan et al. 2018).
+"""L2 clipping (:func:`clip_by_global_norm`, and :func:`clip` on a cohort) and central DP
+with a fixed clipping norm (DP-FedAvg, McMahan et al. 2018).
 
 A central-DP mechanism is a :class:`CentralDP`: ``init()`` gives the server's
 :class:`DPState`; each client runs ``client(state, update)`` on its model update before
@@ -15,9 +16,11 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from bbjax._checks import check_count, check_nonnegative, check_positive
-from bbjax.privacy.gaussian import central_noise_stddev, noised_mean
+from bbjax._checks import check_count, check_positive
+from bbjax.algorithms.base import Algorithm, EmptyState, check_stack, identity
+from bbjax.algorithms.combine import chain
 from bbjax.errors import PrivacyError
+from bbjax.privacy.gaussian import gaussian_noise
 
 PyTree = Any
 
@@ -34,12 +37,14 @@ class CentralDP(NamedTuple):
     ``init() -> DPState``; ``client(state, update) -> contribution`` runs on each client;
     ``aggregate(key, state, contributions, mask=None) -> (noised_mean, state)`` runs on the
     server over the stacked contributions (leading client axis; bool ``mask`` marks the
-    valid rows, e.g. ``Cohort.valid``).
+    valid rows, e.g. ``Cohort.valid``). ``algorithm`` is the server's part on the
+    ``bbjax.algorithms`` contract, which ``aggregate`` runs.
     """
 
     init: Callable[[], DPState]
     client: Callable[[DPState, PyTree], Any]
     aggregate: Callable[..., tuple[PyTree, DPState]]
+    algorithm: Algorithm
 
 
 def global_norm(tree: PyTree) -> jax.Array:
@@ -54,31 +59,45 @@ def clip_by_global_norm(tree: PyTree, clipping_norm: ArrayLike) -> tuple[PyTree,
     return jax.tree.map(lambda x: (x * scale).astype(x.dtype), tree), norm
 
 
+def clip(clipping_norm: float) -> Algorithm:
+    """Each client's update of a cohort stack ``[n, ...]`` scaled to L2 norm at most
+    ``clipping_norm`` (:func:`clip_by_global_norm` per row); no state, no key."""
+    c = check_positive("clipping_norm", clipping_norm, error=PrivacyError)
+
+    def init(params: PyTree) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: PyTree, state: EmptyState, params: PyTree = None, *,
+               key: jax.Array | None = None) -> tuple[PyTree, EmptyState]:
+        check_stack("clip", updates, PrivacyError)
+        return jax.vmap(clip_by_global_norm, (0, None))(updates, c)[0], state
+
+    return Algorithm(init, update)
+
+
 def _fixed_clipping(
     noise_multiplier: float, clipping_norm: float, num_sampled_clients: int, clip_on_client: bool
 ) -> CentralDP:
-    z = check_nonnegative("noise_multiplier", noise_multiplier, error=PrivacyError)
-    c = check_positive("clipping_norm", clipping_norm, error=PrivacyError)
     n = check_count("num_sampled_clients", num_sampled_clients, error=PrivacyError)
+    noise = gaussian_noise(noise_multiplier, clipping_norm, n)
+    c = check_positive("clipping_norm", clipping_norm, error=PrivacyError)
+    # The same stages either way (the clients' clipping stands in for the server's), so
+    # both sides draw the same noise from the same key.
+    server = chain(identity() if clip_on_client else clip(c), noise)
 
     def init() -> DPState:
         return DPState(jnp.float32(c))
 
     def client(state: DPState, update: PyTree) -> PyTree:
-        return clip_by_global_norm(update, state.clipping_norm)[0] if clip_on_client else update
+        return clip_by_global_norm(update, c)[0] if clip_on_client else update
 
     def aggregate(
         key: jax.Array, state: DPState, contributions: PyTree, mask: jax.Array | None = None
     ) -> tuple[PyTree, DPState]:
-        clipped = contributions
-        if not clip_on_client:
-            clipped, _ = jax.vmap(clip_by_global_norm, (0, None))(
-                contributions, state.clipping_norm
-            )
-        stddev = central_noise_stddev(z, state.clipping_norm, n)
-        return noised_mean(key, clipped, stddev, n, mask), state
+        mean, _ = server.update(contributions, server.init(None), key=key, mask=mask)
+        return mean, state
 
-    return CentralDP(init, client, aggregate)
+    return CentralDP(init, client, aggregate, server)
 
 
 def server_side_fixed_clipping(

@@ -7,9 +7,10 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 
-from bbjax.privacy.clipping import clip_by_global_norm
-from bbjax.errors import PrivacyError
 from bbjax._checks import check_positive
+from bbjax.algorithms.base import Algorithm, EmptyState, check_stack, split_keys
+from bbjax.errors import PrivacyError
+from bbjax.privacy.clipping import clip_by_global_norm
 from bbjax.privacy.gaussian import (
     add_gaussian_noise,
     analytic_gaussian_stddev,
@@ -21,11 +22,14 @@ PyTree = Any
 
 class LocalDP(NamedTuple):
     """``privatize(key, update)`` clips ``update`` to ``clipping_norm`` and adds
-    ``N(0, noise_stddev²)`` to every coordinate."""
+    ``N(0, noise_stddev²)`` to every coordinate. ``algorithm`` does the same to every row
+    of a cohort stack ``[n, ...]``, row ``i`` with key ``jax.random.split(key, n)[i]``
+    (no state)."""
 
     clipping_norm: float
     noise_stddev: float
     privatize: Callable[[jax.Array, PyTree], PyTree]
+    algorithm: Algorithm
 
 
 def local_gaussian(
@@ -56,4 +60,13 @@ def local_gaussian(
         clipped, _ = clip_by_global_norm(update, c)
         return add_gaussian_noise(key, clipped, stddev)
 
-    return LocalDP(c, stddev, privatize)
+    def init(params: PyTree) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: PyTree, state: EmptyState, params: PyTree = None, *,
+               key: jax.Array | None = None) -> tuple[PyTree, EmptyState]:
+        n = check_stack("local_gaussian", updates, PrivacyError)
+        keys = split_keys("local_gaussian", key, n, PrivacyError)
+        return jax.vmap(privatize)(keys, updates), state
+
+    return LocalDP(c, stddev, privatize, Algorithm(init, update))

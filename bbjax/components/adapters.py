@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import jax
@@ -59,8 +58,7 @@ def rule_aggregator(rule: Any, capacity: int, initial_params: PyTree,
         return (RuleAggregatorState(cleared, out.state, out.params, out.rejected),
                 (out.params, total))
 
-    extra_name = next((n for n in ("losses", "control_deltas")
-                       if n in inspect.signature(rule.apply).parameters), None)
+    extra_name = next((n for n in ("losses", "control_deltas") if n in rule.inputs), None)
 
     def aggregate_stacked(state, global_params, tensors, weights, mask, extra):
         extra = {extra_name: extra} if extra_name else {}

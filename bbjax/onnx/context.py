@@ -93,12 +93,13 @@ class NodeContext:
         return index < len(self.node.output) and self.node.output[index] != ""
 
     @property
-    def runtime(self) -> Any:
-        """The runtime the model is being run by (slot states, inbox, outbox)."""
-        runtime = self.scope.interpreter.runtime
-        if runtime is None:
-            raise self.error("this op needs a runtime (install the compiled partition)")
-        return runtime
+    def handlers(self) -> Any:
+        """The slot and wire handlers of this call (``lowered(*args, handlers=...)``)."""
+        handlers = self.scope.handlers
+        if handlers is None:
+            raise self.error("this op needs slot and wire handlers: call the lowered "
+                             "partition with handlers=... (or run it as a PartitionStep)")
+        return handlers
 
     def metadata(self, key: str, default: str | None = None) -> str | None:
         """The node's ``metadata_props`` entry ``key``."""

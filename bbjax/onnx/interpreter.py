@@ -4,11 +4,15 @@ Values are numpy arrays when known at trace time (initializers, constants and ev
 computed only from them, including shapes of traced arrays) and JAX arrays otherwise;
 ops whose inputs are all static are folded at trace time so that shape arithmetic stays
 static under ``jit``. Sequence values are Python lists.
+
+An :class:`Interpreter` holds only what it read from the model and its op overrides; what
+one run needs (values, and the ``handlers`` the runtime ops call) lives in that run's
+:class:`Scope` chain, so runs may interleave or nest.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -27,11 +31,14 @@ def _op_label(node: onnx.NodeProto) -> str:
 
 
 class Scope:
-    """Named values of one graph, chained to the enclosing graph's scope."""
+    """Named values of one graph, chained to the enclosing graph's scope; ``handlers`` (the
+    run's slot and wire handlers, or None) are the outermost scope's."""
 
-    def __init__(self, interpreter: "Interpreter", outer: "Scope | None" = None):
+    def __init__(self, interpreter: "Interpreter", outer: "Scope | None" = None,
+                 handlers: Any = None):
         self.interpreter = interpreter
         self.outer = outer
+        self.handlers = outer.handlers if outer is not None else handlers
         self.values: dict[str, Any] = {}
 
     def lookup(self, name: str) -> Any:
@@ -51,12 +58,14 @@ class Scope:
 
 
 class Interpreter:
-    """Runs the graphs of one model: its opset imports and local functions."""
+    """Runs the graphs of one model: its opset imports and local functions, with ``ops``
+    (op-table entries by ``(domain, op_type)``) taking precedence over the op table."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto,
+                 ops: Mapping[tuple[str, str], registry.OpEntry] | None = None):
         self.opsets = {imp.domain: imp.version for imp in model.opset_import}
         self.functions = {(f.domain, f.name): f for f in model.functions}
-        self.runtime: Any = None  # set by a runtime (slot states, inbox, outbox) around a call
+        self.ops = dict(ops or {})
 
     def opset_of(self, domain: str) -> int:
         if domain in registry.DEFAULT_DOMAINS:
@@ -64,14 +73,19 @@ class Interpreter:
         return self.opsets.get(domain, 1)
 
     def resolves(self, node: onnx.NodeProto) -> bool:
-        return (node.domain, node.op_type) in self.functions or registry.lookup(
-            node.domain, node.op_type) is not None
+        return (node.domain, node.op_type) in self.functions or self.entry(node) is not None
+
+    def entry(self, node: onnx.NodeProto) -> registry.OpEntry | None:
+        """The implementation of ``node``'s op: an override, else the op table's."""
+        return registry.lookup(node.domain, node.op_type, self.ops)
 
     # -- graphs -------------------------------------------------------------------------------
 
     def run_graph(self, graph: onnx.GraphProto, inputs: Sequence[Any],
-                  outer: Scope | None = None) -> list[Any]:
-        scope = Scope(self, outer)
+                  outer: Scope | None = None, handlers: Any = None) -> list[Any]:
+        """``graph``'s outputs for ``inputs``; a subgraph sees ``outer`` (and its handlers),
+        a main graph's runtime ops call ``handlers``."""
+        scope = Scope(self, outer, handlers)
         for init in graph.initializer:
             scope.values[init.name] = numpy_helper.to_array(init)
         for init in graph.sparse_initializer:
@@ -106,7 +120,7 @@ class Interpreter:
         attributes = self._attributes(node, attr_env)
         function = self.functions.get((node.domain, node.op_type))
         if function is not None:
-            outputs = self._call_function(function, node, inputs, attributes)
+            outputs = self._call_function(function, scope, inputs, attributes)
         else:
             outputs = self._call_op(node, scope, inputs, attributes)
         for name, value in zip(node.output, outputs):
@@ -128,7 +142,7 @@ class Interpreter:
 
     def _call_op(self, node: onnx.NodeProto, scope: Scope, inputs: list[Any],
                  attributes: dict[str, Any]) -> list[Any]:
-        entry = registry.lookup(node.domain, node.op_type)
+        entry = self.entry(node)
         if entry is None:
             raise LoweringError("unsupported op (not in bbjax.onnx.supported_ops())",
                                 node=node.name or None, op=_op_label(node))
@@ -158,11 +172,11 @@ class Interpreter:
                             f"{len(node.output)}")
         return outputs
 
-    def _call_function(self, function: onnx.FunctionProto, node: onnx.NodeProto,
+    def _call_function(self, function: onnx.FunctionProto, caller: Scope,
                        inputs: list[Any], attributes: dict[str, Any]) -> list[Any]:
         attr_env = {a.name: attribute_value(a) for a in function.attribute_proto}
         attr_env.update(attributes)
-        scope = Scope(self)
+        scope = Scope(self, handlers=caller.handlers)
         for name, value in zip(function.input, inputs):
             if name:
                 scope.values[name] = value

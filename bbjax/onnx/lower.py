@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -15,29 +15,39 @@ from bbjax.onnx import metadata
 from bbjax.onnx.dtypes import jax_dtype
 from bbjax.onnx.interpreter import Interpreter
 from bbjax.onnx.ops import registry
+from bbjax.onnx.ops.registry import OpImpl
+from bbjax.onnx.ops.runtime import Handlers  # importing bbjax.onnx.ops fills the op table
 from bbjax.onnx.treedef import treedef_from_json
 from bbjax.errors import TreeCodecError
 
 
 def supported_ops() -> frozenset[tuple[str, str]]:
     """Every ``(domain, op_type)`` :func:`lower` implements ("" is the default ONNX domain)."""
-    from bbjax.onnx import ops  # noqa: F401  (fills the table)
     return frozenset(registry.OP_TABLE)
 
 
-def lower(model: onnx.ModelProto) -> Callable[..., Any]:
+def lower(model: onnx.ModelProto,
+          ops: Mapping[tuple[str, str], OpImpl] | None = None) -> Callable[..., Any]:
     """Turn ``model`` into a pure JAX function computing the same outputs.
 
     The function takes the graph inputs positionally (or, for models made by
     :func:`bbjax.onnx.export`, the same pytrees the exported function took) and returns the
     graph outputs (a tuple, or the exported function's output pytree). It is jittable and
-    vmappable. Structural problems raise :class:`LoweringError` here, not at call time.
-    """
-    from bbjax.onnx import ops  # noqa: F401
+    vmappable. A model with slot calls or wire ops (a compiled partition) needs
+    ``handlers=`` (a :class:`bbjax.onnx.ops.runtime.Handlers`) in each call: they serve
+    those ops during that call only.
 
+    ``ops`` maps ``(domain, op_type)`` to an ``impl(ctx, *inputs)`` with the op-table
+    signature of :mod:`bbjax.onnx.ops.registry`; it replaces (or, in another domain, adds)
+    that op for this function only, not in the global table. Structural problems and bad
+    ``ops`` raise :class:`LoweringError` here, not at call time.
+    """
     if not isinstance(model, onnx.ModelProto):
         raise LoweringError(f"lower() expects an onnx.ModelProto, got {type(model).__name__}")
-    interpreter = Interpreter(model)
+    if ops is not None and not isinstance(ops, Mapping):
+        raise LoweringError(f"ops must map (domain, op_type) to an implementation, got "
+                            f"{type(ops).__name__}")
+    interpreter = Interpreter(model, registry.overrides(ops or {}))
     validate_model(model, interpreter)
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
@@ -48,7 +58,7 @@ def lower(model: onnx.ModelProto) -> Callable[..., Any]:
     in_keys = dict(json.loads(meta.get(metadata.IN_KEYS, "[]")))
     out_keys = dict(json.loads(meta.get(metadata.OUT_KEYS, "[]")))
 
-    def lowered(*args: Any) -> Any:
+    def lowered(*args: Any, handlers: Handlers | None = None) -> Any:
         if in_tree is not None:
             leaves, tree = jax.tree.flatten(args)
             if tree != in_tree:
@@ -59,7 +69,7 @@ def lower(model: onnx.ModelProto) -> Callable[..., Any]:
         if len(leaves) != len(inputs):
             raise LoweringError(f"model {graph.name!r} takes {len(inputs)} inputs, got {len(leaves)}")
         values = [_check_input(spec, x) for spec, x in zip(inputs, leaves)]
-        outputs = interpreter.run_graph(graph, values)
+        outputs = interpreter.run_graph(graph, values, handlers=handlers)
         outputs = [_dynamic(v) for v in outputs]
         outputs = [jax.random.wrap_key_data(v, impl=out_keys[i]) if i in out_keys else v
                    for i, v in enumerate(outputs)]
@@ -68,7 +78,6 @@ def lower(model: onnx.ModelProto) -> Callable[..., Any]:
         return tuple(outputs)
 
     lowered.__name__ = f"lowered_{graph.name or 'model'}"
-    lowered.interpreter = interpreter  # runtimes set interpreter.runtime around calls
     return lowered
 
 

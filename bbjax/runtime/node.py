@@ -36,7 +36,6 @@ from bbjax.errors import (
     TruncatedEnvelope,
     UnsupportedVersion,
 )
-from bbjax.onnx.dtypes import numpy_dtype
 from bbjax.runtime.envelope import (
     DEFAULT_LIMITS,
     Envelope,
@@ -566,14 +565,10 @@ def _ns(now: float | None) -> int:
     return int(check_nonnegative("now", now) * 1e9)
 
 
-def port_spec(value_types: Sequence[Any], stacked_over: str | None = None) -> PortSpec:
-    """The arrays one message of a receive port carries, from the Recv's ONNX value types
-    (for a gather: the stacked types, whose leading sender dimension is dropped)."""
-    dtypes, shapes = [], []
-    for vi in value_types:
-        tensor = vi.type.tensor_type
-        dims = tuple(d.dim_value for d in tensor.shape.dim)
-        dtypes.append(np.dtype(jax.dtypes.canonicalize_dtype(numpy_dtype(tensor.elem_type))))
-        shapes.append(dims[1:] if stacked_over else dims)
+def port_spec(values: Sequence[Any], stacked_over: str | None = None) -> PortSpec:
+    """The arrays one message of a receive port carries (for a gather: one sender's), from
+    the receive's :class:`bbjax.compiler.program.TensorType` values of fixed shapes."""
+    dtypes = [np.dtype(jax.dtypes.canonicalize_dtype(v.dtype)) for v in values]
+    shapes = [tuple(v.shape) for v in values]
     return PortSpec(tuple(dtypes), tuple(shapes),
                     tuple(type_hash(d, s) for d, s in zip(dtypes, shapes)), stacked_over)

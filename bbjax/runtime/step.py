@@ -4,6 +4,10 @@
 inputs by name (peer sets ``peers.<class>`` and declared inputs); ``inbox`` each receive
 port to the payload delivered there (a list of arrays); ``outbox`` each send port to
 ``(payload, peers)``. The step is jittable and vmappable (many peers of one class).
+
+The lowered partition's slot calls and wire ops act on handlers given to each call
+(:class:`StepRuntime`, or any :class:`bbjax.onnx.ops.runtime.Handlers`), never on state
+shared between calls.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ import jax
 import numpy as np
 
 from bbjax.compiler import Compiled
-from bbjax.compiler import annotations as ann
+from bbjax.compiler.program import Partition, Program
 from bbjax.components import Component
+from bbjax.components.backend import op_overrides
 from bbjax.errors import StepError
 from bbjax.onnx import lower
+from bbjax.onnx.ops.runtime import Handlers
 
 
 @dataclass
 class StepRuntime:
-    """What a running partition's slot calls and wire ops act on, during one trace."""
+    """The handlers of one step call: slot calls update ``states``, sends fill ``outbox``,
+    receives read ``inbox``."""
 
     components: Mapping[str, Component]
     states: dict[str, Any]
@@ -47,26 +54,31 @@ class StepRuntime:
 
 
 class PartitionStep:
-    """The lowered partition ``target`` of ``compiled`` with ``bindings`` for its slots."""
+    """The lowered partition ``target`` of ``compiled``, run by the components
+    ``bindings`` (default: the artifact's own) give its slots; the Backends among them
+    override the lowering's ops.
 
-    def __init__(self, compiled: Compiled, target: str, bindings: Mapping[str, Component]):
-        function = compiled.find(target)
-        self.target = function.name
-        self.slots = sorted({ann.get(n, ann.SLOT) for n in function.node if ann.is_slot_call(n)})
-        missing = [s for s in self.slots if s not in bindings]
-        if missing:
-            raise StepError(f"partition {self.target!r} calls unbound slots {missing}")
-        self.components = {s: bindings[s] for s in self.slots}
-        self.receives = [ann.get(n, ann.PORT) for n in function.node if ann.is_recv(n)]
-        self.sends = [ann.get(n, ann.PORT) for n in function.node if ann.is_send(n)]
-        self.deadlines = {ann.get(n, ann.PORT): _deadline_ns(self.target, n)
-                          for n in function.node if ann.is_send(n)}
-        self.input_names = [i for i in function.input if not i.startswith("state.")]
-        self.output_names = [o for o in function.output
-                             if not o.startswith(("next_state.", "sent."))]
-        self._inputs = list(function.input)
-        self._outputs = list(function.output)
-        self._lowered = lower(compiled.partition_model(target))
+    Raises :class:`StepError` for a slot without a component (or an artifact without
+    components and no ``bindings``), :class:`PassportError` for a component that is not the
+    one compiled, and what :meth:`Program.read` raises for the artifact.
+    """
+
+    def __init__(self, compiled: Compiled, target: str,
+                 bindings: Mapping[str, Component] | None = None):
+        program = Program.of(compiled)
+        self.partition: Partition = program.partition(target)
+        self.target = self.partition.name
+        components = program.bind(bindings, [self.partition], user="PartitionStep",
+                                  error=StepError)
+        self.slots = list(self.partition.slots)
+        self.components = {s: components[s] for s in self.slots}
+        self.receives = [r.port for r in self.partition.receives]
+        self.sends = [s.port for s in self.partition.sends]
+        self.deadlines = {s.port: s.deadline_ns for s in self.partition.sends}
+        self.input_names = list(self.partition.inputs)
+        self.output_names = list(self.partition.outputs)
+        self._lowered = lower(compiled.partition_model(self.target),
+                              ops=op_overrides(components))
 
     def init(self, key: jax.Array) -> dict[str, Any]:
         """Fresh states for the partition's slots."""
@@ -79,27 +91,14 @@ class PartitionStep:
         outputs = self.run(runtime, inputs)
         return runtime.states, outputs, runtime.outbox
 
-    def run(self, runtime: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Run the partition with ``runtime`` serving its slot calls and wire ops (a
+    def run(self, handlers: Handlers, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the partition with ``handlers`` serving its slot calls and wire ops (a
         :class:`StepRuntime` or one with the same methods); returns the graph outputs."""
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise StepError(f"partition {self.target!r} needs inputs {missing}")
         args = [np.zeros((), np.uint8) if n.startswith("state.") else inputs[n]
-                for n in self._inputs]
-        interpreter = self._lowered.interpreter
-        interpreter.runtime = runtime
-        try:
-            results = self._lowered(*args)
-        finally:
-            interpreter.runtime = None
-        return {n: v for n, v in zip(self._outputs, results) if n in self.output_names}
-
-
-def _deadline_ns(target: str, node: Any) -> int:
-    """A send's ``deadline_ns`` annotation (0: none): decimal digits, below 2**63."""
-    text = ann.get(node, ann.PREFIX + "deadline_ns", "0")
-    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
-        raise StepError(f"partition {target!r}: send {ann.get(node, ann.PORT)!r} has "
-                        f"deadline_ns {text!r}, not an integer in [0, 2**63)")
-    return int(text)
+                for n in self.partition.graph_inputs]
+        results = self._lowered(*args, handlers=handlers)
+        return {n: v for n, v in zip(self.partition.graph_outputs, results)
+                if n in self.output_names}

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 
 from bbjax.compiler import Compiler
-from bbjax.compiler import annotations as ann
-from bbjax.compiler.annotations import copy_model
 from bbjax.dsl import Module
-from bbjax.errors import InvalidArgument, MalformedEnvelope, StepError
+from bbjax.errors import InvalidArgument, MalformedEnvelope
 from bbjax.runtime import (
     Envelope,
     Fill,
@@ -31,7 +29,6 @@ from bbjax.runtime import (
 )
 from bbjax.runtime.install import install
 from bbjax.runtime.node import AppOutput, Node, NodeConfig, Rejected, RejectKind
-from bbjax.runtime.step import PartitionStep
 from tests.runtime.conftest import Case, outbound, results, slot_bytes
 from tests.runtime.strategies import (
     BAD_INDICES,
@@ -199,18 +196,6 @@ def test_the_encoder_refuses_negative_or_oversized_u64_fields():
     for fields in ({"deadline_ns": -1}, {"correlation": -1}, {"deadline_ns": 2**64}):
         with pytest.raises(MalformedEnvelope):
             encode(Envelope("1", (), **fields))
-
-
-def test_a_negative_or_oversized_send_deadline_in_an_artifact_is_a_step_error(setup):
-    compiled, bindings = setup
-    for bad in ["-1", "9223372036854775808", "1e9", "²"]:
-        model = copy_model(compiled.model)
-        function = next(f for f in model.functions if f.name.startswith("round#"))
-        send = next(n for n in function.node if ann.is_send(n))
-        prop = next(p for p in send.metadata_props if p.key.endswith("deadline_ns"))
-        prop.value = bad
-        with pytest.raises(StepError, match="deadline_ns"):
-            PartitionStep(type(compiled)(model), function.name, bindings)
 
 
 def test_truncated_wrong_version_and_oversized_bytes_have_their_kinds(case):

@@ -2,15 +2,19 @@
 
 An implementation is ``impl(ctx, *inputs) -> array | tuple[array, ...]`` where ``ctx`` is a
 :class:`bbjax.onnx.context.NodeContext` (attributes, static values, subgraphs) and absent
-optional inputs arrive as ``None``. Register one with :func:`op`.
+optional inputs arrive as ``None``. Register one with :func:`op`; ``lower(model, ops=...)``
+overrides entries for one lowered function only (:func:`overrides`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from bbjax.errors import LoweringError
 
 OpImpl = Callable[..., Any]
+OpKey = tuple[str, str]  # (domain, op_type)
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -49,9 +53,44 @@ def op(*op_types: str, domain: str = "", foldable: bool = True) -> Callable[[OpI
 ANY_OP = "*"  # registers an implementation for every op type of a domain
 
 
-def lookup(domain: str, op_type: str) -> OpEntry | None:
-    """The entry for ``(domain, op_type)``, else the domain's ``"*"`` entry; ``ai.onnx`` is
-    an alias of the default domain."""
+def lookup(domain: str, op_type: str,
+           overrides: Mapping[OpKey, OpEntry] | None = None) -> OpEntry | None:
+    """The entry for ``(domain, op_type)``, else the domain's ``"*"`` entry, looked up in
+    ``overrides`` first, then in the op table; ``ai.onnx`` is an alias of the default
+    domain."""
     if domain in DEFAULT_DOMAINS:
         domain = ""
-    return OP_TABLE.get((domain, op_type)) or OP_TABLE.get((domain, ANY_OP))
+    for table in (overrides or {}, OP_TABLE):
+        entry = table.get((domain, op_type)) or table.get((domain, ANY_OP))
+        if entry is not None:
+            return entry
+    return None
+
+
+def overrides(ops: Mapping[Any, OpImpl]) -> dict[OpKey, OpEntry]:
+    """``ops`` (``(domain, op_type) -> impl``) as op-table entries. An override keeps the
+    foldability of the entry it replaces; an op the table lacks is never folded.
+
+    Raises :class:`LoweringError` saying what is wrong with a key that is not a ``(domain,
+    op_type)`` pair of strings, a default-domain op the table lacks, a key given twice
+    (as ``"ai.onnx"`` and ``""``) or an ``impl`` that is not callable.
+    """
+    entries: dict[OpKey, OpEntry] = {}
+    for key, impl in ops.items():
+        if not (isinstance(key, tuple) and len(key) == 2
+                and all(isinstance(part, str) for part in key) and key[1]):
+            raise LoweringError(f"op override key {key!r} is not a (domain, op_type) pair of "
+                             "strings")
+        domain = "" if key[0] in DEFAULT_DOMAINS else key[0]
+        label = f"{domain or 'ai.onnx'}::{key[1]}"
+        replaced = OP_TABLE.get((domain, key[1]))
+        if domain == "" and replaced is None:
+            raise LoweringError(f"op override {label}: the op table has no such ai.onnx op")
+        if not callable(impl):
+            raise LoweringError(f"op override {label} is not callable (got "
+                             f"{type(impl).__name__})")
+        if (domain, key[1]) in entries:
+            raise LoweringError(f"op override {label} is given twice (as 'ai.onnx' and '')")
+        foldable = replaced.foldable if replaced is not None else False
+        entries[domain, key[1]] = OpEntry(domain, key[1], impl, foldable)
+    return entries

@@ -1,11 +1,13 @@
-"""Slot calls and wire ops, delegated to the runtime running the model (``ctx.runtime``).
+"""Slot calls and wire ops, delegated to the :class:`Handlers` of the call (``ctx.handlers``).
 
-The runtime provides ``call_slot(slot, method, inputs) -> output leaves``,
-``send(port, leaves, peers)`` and ``receive(port) -> leaves``; see
-:class:`bbjax.runtime.step.StepRuntime`.
+A lowered partition gets its handlers as an argument, ``lowered(*args, handlers=h)``; they
+serve that call only, so two calls (interleaved, nested, or traced on two threads) never
+share them. :class:`bbjax.runtime.step.StepRuntime` is the handlers of a partition step.
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,13 +20,27 @@ from bbjax.onnx.treedef import treedef_from_json
 _META = "ai.bytesandbrains."
 
 
+class Handlers(Protocol):
+    """What a lowered partition's slot calls and wire ops act on during one call."""
+
+    def call_slot(self, slot: str, method: str, args: Any) -> list:
+        """Run ``method`` of the component bound to ``slot`` on ``args`` (its inputs as a
+        tuple); the output leaves."""
+
+    def send(self, port: str, leaves: list, peers: Any) -> None:
+        """Send the payload ``leaves`` on ``port`` to ``peers`` (peer ids)."""
+
+    def receive(self, port: str) -> list:
+        """The payload delivered on ``port`` (a gather's: stacked, then the arrival mask)."""
+
+
 def slot_call(ctx, *inputs):
     """``role.<role>::<method>``: the bound component's method on the slot's state."""
     n_triggers = int(ctx.metadata(_META + "n_triggers", "0"))
     data = list(inputs[: len(inputs) - 1 - n_triggers])
     in_tree = treedef_from_json(ctx.metadata(_META + "in_tree"))
     args = jax.tree.unflatten(in_tree, [jnp.asarray(v) for v in data])
-    leaves = ctx.runtime.call_slot(ctx.metadata(_META + "slot"), ctx.op_type, args)
+    leaves = ctx.handlers.call_slot(ctx.metadata(_META + "slot"), ctx.op_type, args)
     return (*leaves, np.zeros((), np.uint8))  # the slot's new state token
 
 
@@ -48,7 +64,7 @@ def gate(ctx):
 def send(ctx, *inputs):
     """Put the payload in the outbox for the peer set (last input); output the sentinel."""
     *leaves, peers = _ungated(ctx, inputs)
-    ctx.runtime.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
+    ctx.handlers.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
     return np.zeros((), np.uint8)
 
 
@@ -56,14 +72,14 @@ def send(ctx, *inputs):
 def gather(ctx, *inputs):
     """The sending side of a gather: the payload to the destination peers (last input)."""
     *leaves, peers = _ungated(ctx, inputs)
-    ctx.runtime.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
+    ctx.handlers.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
     return np.zeros((), np.uint8)
 
 
 @op("Recv", domain=domains.WIRE, foldable=False)
 def recv(ctx, *gates):
     """The payload delivered for this port (inputs: only gate triggers)."""
-    leaves = ctx.runtime.receive(ctx.metadata(_META + "port"))
+    leaves = ctx.handlers.receive(ctx.metadata(_META + "port"))
     if len(leaves) != ctx.num_outputs:
         raise ctx.error(f"port {ctx.metadata(_META + 'port')!r} delivered {len(leaves)} "
                         f"arrays, the receive expects {ctx.num_outputs}")

@@ -23,9 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bbjax.compiler import Compiled, verify_passport
-from bbjax.compiler import annotations as ann
-from bbjax.compiler.passport import check_component
+from bbjax.compiler import Compiled
+from bbjax.compiler.program import Program
 from bbjax.components import Component
 from bbjax.errors import SimulationError
 from bbjax.simulation.exchange import PEER_AXIS, SimulatedRuntime
@@ -50,29 +49,28 @@ class _Sent:
 
 
 class Simulation:
-    """The round of ``compiled`` for ``population`` with ``bindings`` for its slots.
+    """The round of ``compiled`` for ``population`` with ``bindings`` for its slots
+    (default: the components it was compiled with).
 
     ``population`` maps a peer class to a count or :class:`Peers`. Raises
     :class:`SimulationError` when the population does not cover the Module's classes, a
-    slot has no component, a stage needs an input nobody provides, or a class of many peers
-    sends single (non-gather) messages to another class; :class:`PassportError` when the
-    passport does not verify or a component's fingerprint is not the one recorded for its
-    slot.
+    slot has no component (or the artifact carries none and no ``bindings`` are given), a
+    stage needs an input nobody provides, or a class of many peers sends single
+    (non-gather) messages to another class; :class:`PassportError` when the passport does
+    not verify or a component's fingerprint is not the one recorded for its slot.
     """
 
     def __init__(self, compiled: Compiled, population: Mapping[str, int | Peers],
-                 bindings: Mapping[str, Component]):
-        props = verify_passport(compiled.model)
-        classes = {ann.function_meta(f, ann.PEER_CLASS) for f in compiled.model.functions}
-        self.groups, self.group_of = resolve_groups(population, classes)
-        self.stages = build_stages(compiled, bindings, self.group_of, "main")
-        self.bootstrap = build_stages(compiled, bindings, self.group_of, "bootstrap")
+                 bindings: Mapping[str, Component] | None = None):
+        program = Program.of(compiled)
+        self.groups, self.group_of = resolve_groups(population, set(program.peer_classes))
+        self.bindings = program.bind(bindings, program.partitions, user="simulate",
+                                     error=SimulationError)
+        self.stages = build_stages(compiled, self.bindings, self.group_of, "main")
+        self.bootstrap = build_stages(compiled, self.bindings, self.group_of, "bootstrap")
         self.slots = {name: sorted({s for st in self.stages + self.bootstrap
                                     if st.group == name for s in st.step.slots})
                       for name in self.groups}
-        for slot in sorted({s for st in self.stages + self.bootstrap for s in st.step.slots}):
-            check_component(props, slot, bindings[slot], "simulate")
-        self.bindings = bindings
         self._check()
         self.metric_names = self._metric_names()
 

@@ -25,7 +25,7 @@ Evaluate = Callable[[States], Mapping[str, jax.Array]]
 
 
 def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: int,
-             key: jax.Array, *, bindings: Mapping[str, Component],
+             key: jax.Array, *, bindings: Mapping[str, Component] | None = None,
              evaluate: Evaluate | None = None, eval_every: int = 1,
              rounds_per_call: int | None = None, progress: bool = False,
              devices: int | Sequence[jax.Device] | None = None,
@@ -34,6 +34,9 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
              checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
              resume: str | Path | None = None) -> History:
     """Run ``rounds`` rounds of ``compiled`` for ``population``; per-round metrics in a History.
+
+    ``bindings`` (slot -> component) default to the components ``compiled`` was compiled
+    with; an artifact loaded from disk carries none and needs them.
 
     Rounds run as a ``lax.scan`` inside one jitted call, ``rounds_per_call`` rounds at a
     time (default: all of them, or 1 with a progress bar); a call also ends after every

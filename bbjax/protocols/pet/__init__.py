@@ -9,6 +9,26 @@ from bbjax.protocols.pet.config import (
     MaskConfigPair,
     ModelType,
 )
+from bbjax.protocols.pet.coordinator import (
+    Accepted,
+    Buffered,
+    Coordinator,
+    CoordinatorState,
+    Discarded,
+    FailureReason,
+    Metrics,
+    Outcome,
+    Phase,
+    Reason,
+    Rejected,
+    Transition,
+)
+from bbjax.protocols.pet.host import (
+    MemoryHost,
+    RoundResult,
+    make_participants,
+    seeded_keygen,
+)
 from bbjax.protocols.pet.masking import (
     Aggregation,
     Masker,
@@ -17,12 +37,37 @@ from bbjax.protocols.pet.masking import (
     MaskUnit,
     MaskVect,
 )
+from bbjax.protocols.pet.participant import (
+    Need,
+    Participant,
+    ParticipantPhase,
+    ParticipantState,
+    Progress,
+    View,
+)
 from bbjax.protocols.pet.prng import Prng
+from bbjax.protocols.pet.settings import (
+    CoordinatorSettings,
+    Count,
+    ParticipantSettings,
+    Sum2Settings,
+    SumSettings,
+    Time,
+    UpdateSettings,
+)
 
 __all__ = [
+    "Accepted",
     "Aggregation",
     "BoundType",
+    "Buffered",
+    "Coordinator",
+    "CoordinatorSettings",
+    "CoordinatorState",
+    "Count",
     "DataType",
+    "Discarded",
+    "FailureReason",
     "GroupType",
     "MaskConfig",
     "MaskConfigPair",
@@ -31,6 +76,27 @@ __all__ = [
     "MaskUnit",
     "MaskVect",
     "Masker",
+    "MemoryHost",
+    "Metrics",
     "ModelType",
+    "Need",
+    "Outcome",
+    "Participant",
+    "ParticipantPhase",
+    "ParticipantSettings",
+    "ParticipantState",
+    "Phase",
     "Prng",
+    "Progress",
+    "Reason",
+    "Rejected",
+    "RoundResult",
+    "Sum2Settings",
+    "SumSettings",
+    "Time",
+    "Transition",
+    "UpdateSettings",
+    "View",
+    "make_participants",
+    "seeded_keygen",
 ]

@@ -125,6 +125,14 @@ def test_seed_dict_with_a_truncated_entry_is_refused():
     bad[64 * 2 + 42 + 3] = 0xE3
     with pytest.raises(PetDecodeError, match="local seed dict length 227"):
         parse_payload(Tag.UPDATE, bytes(bad))
+    # traits.rs LengthValueBuffer: a length below its own 4 bytes, a value cut short
+    start = 64 * 2 + 42
+    with pytest.raises(PetDecodeError, match="local seed dict length 3 is not"):
+        parse_payload(Tag.UPDATE, data[:start] + bytes([0, 0, 0, 3]))
+    with pytest.raises(PetDecodeError, match="local seed dict: needs 228 bytes"):
+        parse_payload(Tag.UPDATE, data[:-1])
+    with pytest.raises(PetDecodeError, match="local seed dict length: needs 4 bytes"):
+        parse_payload(Tag.UPDATE, data[:start + 3])
 
 
 def test_seed_dict_keeps_its_order_and_refuses_duplicates():

@@ -23,6 +23,16 @@ from bbjax.protocols.pet.coordinator import (
     Rejected,
     Transition,
 )
+from bbjax.protocols.pet.crypto import (
+    EncryptKeyPair,
+    SigningKeyPair,
+    decrypt_seed,
+    encrypt_seed,
+    next_round_seed,
+    seal,
+    sha256,
+    verify,
+)
 from bbjax.protocols.pet.host import (
     MemoryHost,
     RoundResult,
@@ -37,6 +47,20 @@ from bbjax.protocols.pet.masking import (
     MaskUnit,
     MaskVect,
 )
+from bbjax.protocols.pet.message import (
+    Chunk,
+    Message,
+    Sum,
+    Sum2,
+    Tag,
+    Update,
+    open_message,
+    parse_message,
+    parse_payload,
+    seal_message,
+    verify_message_signature,
+)
+from bbjax.protocols.pet.multipart import Reassembler, encode_messages
 from bbjax.protocols.pet.participant import (
     Need,
     Participant,
@@ -46,6 +70,7 @@ from bbjax.protocols.pet.participant import (
     View,
 )
 from bbjax.protocols.pet.prng import Prng
+from bbjax.protocols.pet.round_params import RoundParameters
 from bbjax.protocols.pet.settings import (
     CoordinatorSettings,
     Count,
@@ -55,18 +80,27 @@ from bbjax.protocols.pet.settings import (
     Time,
     UpdateSettings,
 )
+from bbjax.protocols.pet.sortition import (
+    is_eligible,
+    select_task,
+    sum_signature,
+    update_signature,
+    verify_task,
+)
 
 __all__ = [
     "Accepted",
     "Aggregation",
     "BoundType",
     "Buffered",
+    "Chunk",
     "Coordinator",
     "CoordinatorSettings",
     "CoordinatorState",
     "Count",
     "DataType",
     "Discarded",
+    "EncryptKeyPair",
     "FailureReason",
     "GroupType",
     "MaskConfig",
@@ -77,6 +111,7 @@ __all__ = [
     "MaskVect",
     "Masker",
     "MemoryHost",
+    "Message",
     "Metrics",
     "ModelType",
     "Need",
@@ -89,14 +124,38 @@ __all__ = [
     "Prng",
     "Progress",
     "Reason",
+    "Reassembler",
     "Rejected",
+    "RoundParameters",
     "RoundResult",
+    "SigningKeyPair",
+    "Sum",
+    "Sum2",
     "Sum2Settings",
     "SumSettings",
+    "Tag",
     "Time",
     "Transition",
+    "Update",
     "UpdateSettings",
     "View",
+    "decrypt_seed",
+    "encode_messages",
+    "encrypt_seed",
+    "is_eligible",
     "make_participants",
+    "next_round_seed",
+    "open_message",
+    "parse_message",
+    "parse_payload",
+    "seal",
+    "seal_message",
     "seeded_keygen",
+    "select_task",
+    "sha256",
+    "sum_signature",
+    "update_signature",
+    "verify",
+    "verify_message_signature",
+    "verify_task",
 ]

@@ -3,13 +3,14 @@ rules, first-write-wins dictionaries, the mask vote, what it serves, its state b
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from bbjax.errors import InvalidArgument, PetDecodeError, PetStateError
 from bbjax.protocols.pet.coordinator import (
     Accepted,
+    Buffered,
     Coordinator,
     Discarded,
     FailureReason,
@@ -19,6 +20,8 @@ from bbjax.protocols.pet.coordinator import (
 )
 from bbjax.protocols.pet.coordinator.machine import majority_mask
 from bbjax.protocols.pet.crypto import next_round_seed
+from bbjax.protocols.pet.message import Tag, seal_message
+from bbjax.protocols.pet.multipart import encode_messages
 
 from .roundkit import (
     LENGTH,
@@ -306,3 +309,56 @@ def test_restore_of_damaged_state_bytes_is_total(data):
 
 
 _FUZZ: dict = {}
+
+
+def _in_update(**overrides):
+    c = Coordinator(settings(**overrides), 0.0, keygen=keygen(b"update"))
+    for k in eligible("sum", c, 2, label=b"u-sum"):
+        _one(c, sum_payload(k, c)[0], k, 0.0)
+    c.tick(2.0)
+    assert c.phase is Phase.UPDATE
+    return c
+
+
+def test_multipart_buffers_are_bounded_per_phase():
+    c = _in_update(update_count=(3, 3))
+    pk = c.round_params().pk
+    firsts = []
+    for k in eligible("update", c, 4, label=b"chunks"):
+        payload, _ = update_payload(k, c, np.zeros(LENGTH, np.float32))
+        chunks = encode_messages(payload, k, pk, 300)
+        firsts.append((seal_message(chunks[0], pk), chunks))
+    for data, _ in firsts[:3]:
+        assert c.handle(data, 2.0) == Buffered(Tag.UPDATE)
+    before = c.state_bytes()
+    outcome = c.handle(firsts[3][0], 2.0)
+    assert outcome == Discarded(Reason.MULTIPART_FULL, outcome.detail)
+    assert c.state_bytes() == before
+    assert c.metrics.count("buffered", phase=Phase.UPDATE) == 3
+    for chunk in firsts[0][1][1:]:  # a pending message still completes
+        outcome = c.handle(seal_message(chunk, pk), 2.0)
+    assert outcome == Accepted(Tag.UPDATE)
+
+
+@hsettings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_messages_are_refused_and_change_nothing(data):
+    if "update" not in _FUZZ:
+        c = _in_update()
+        (k,) = eligible("update", c, 1, label=b"fuzz-update")
+        payload, _ = update_payload(k, c, np.zeros(LENGTH, np.float32))
+        (plain,) = encode_messages(payload, k, c.round_params().pk, None)
+        _FUZZ["update"] = (c, plain)
+    c, plain = _FUZZ["update"]
+    raw = bytearray(plain)
+    if data.draw(st.booleans()):
+        for _ in range(data.draw(st.integers(1, 4))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    else:
+        cut = data.draw(st.integers(0, len(raw) - 1))
+        raw = raw[:cut] + data.draw(st.binary(max_size=20))
+    assume(bytes(raw) != plain)
+    before = c.state_bytes()
+    outcome = c.handle(seal_message(bytes(raw), c.round_params().pk), 2.0)
+    assert isinstance(outcome, (Rejected, Discarded)), outcome
+    assert c.state_bytes() == before

@@ -37,6 +37,21 @@ class Aggregation:
         # first object aggregated
         self._object = MaskObject(MaskVect(config.vect, ()), MaskUnit(config.unit, 1))
 
+    @classmethod
+    def resume(cls, config: MaskConfigPair, length: int, aggregate: MaskObject | None,
+               nb_models: int) -> Aggregation:
+        """An aggregation already holding ``aggregate`` as the sum of ``nb_models`` objects
+        (e.g. restored from storage); ``aggregate`` is checked as :meth:`aggregate` would."""
+        aggregation = cls(config, length)
+        if isinstance(nb_models, bool) or not isinstance(nb_models, int) or nb_models < 0:
+            raise AggregationError(f"nb_models must be a non-negative integer, got {nb_models!r}")
+        if nb_models:
+            if nb_models > config.vect.max_nb_models or nb_models > config.unit.max_nb_models:
+                raise AggregationError(f"TooManyModels: {nb_models} models aggregated")
+            aggregation.validate_aggregation(aggregate)
+            aggregation._object, aggregation._nb_models = aggregate, nb_models
+        return aggregation
+
     @property
     def nb_models(self) -> int:
         """How many objects have been aggregated."""

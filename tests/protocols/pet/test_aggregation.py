@@ -193,6 +193,23 @@ def test_masked_object_and_counts():
     assert aggregation.nb_models == 1 and aggregation.masked_object() == obj
 
 
+def test_resume_continues_a_stored_aggregation():
+    rng = np.random.default_rng()
+    models = [rng.uniform(-1, 1, 5).astype(np.float32) for _ in range(4)]
+    whole, mask = _run(DEFAULT, [1] * 4, models)
+    partial, _ = _run(DEFAULT, [1] * 3, models[:3])
+    resumed = Aggregation.resume(DEFAULT, 5, partial.masked_object(), 3)
+    assert resumed.nb_models == 3 and resumed.masked_object() == partial.masked_object()
+    empty = Aggregation.resume(DEFAULT, 5, None, 0)
+    assert empty.nb_models == 0
+    with pytest.raises(AggregationError, match="nb_models"):
+        Aggregation.resume(DEFAULT, 5, partial.masked_object(), -1)
+    with pytest.raises(AggregationError, match="TooManyModels"):
+        Aggregation.resume(DEFAULT, 5, partial.masked_object(), DEFAULT.vect.max_nb_models + 1)
+    with pytest.raises(AggregationError):
+        Aggregation.resume(DEFAULT, 4, partial.masked_object(), 3)  # wrong length
+
+
 # -- validation failures, with xaynet's reasons --------------------------------------------
 
 

@@ -46,14 +46,7 @@ def settings_digest(settings: CoordinatorSettings) -> bytes:
 def restore_aggregation(config: MaskConfigPair, length: int, obj: MaskObject | None,
                         nb_models: int) -> Aggregation:
     """An :class:`Aggregation` holding ``obj`` as the sum of ``nb_models`` objects."""
-    aggregation = Aggregation(config, length)
-    if nb_models:
-        aggregation.validate_aggregation(obj)
-        # Aggregation has no public constructor from an aggregate: aggregate the object once,
-        # then set the count it stands for.
-        aggregation.aggregate(obj)
-        aggregation._nb_models = nb_models
-    return aggregation
+    return Aggregation.resume(config, length, obj, nb_models)
 
 
 @dataclasses.dataclass(eq=False)

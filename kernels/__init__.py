@@ -1,1 +1,18 @@
-"""Performance-critical kernels (Pallas for GPU/TPU), each beside its pure-jnp reference."""
+"""Performance-critical kernels (Pallas for GPU/TPU), each beside its pure-jnp reference.
+
+Each kernel module has ``<name>_reference`` (pure jnp, any backend), ``<name>_pallas`` (the
+Pallas kernel; ``interpret=True`` runs it anywhere) and ``<name>``, which picks the Pallas
+kernel when ``jax.default_backend()`` is ``"gpu"`` or ``"tpu"`` and the reference otherwise.
+"""
+
+from kernels.chacha20 import chacha20_blocks, chacha20_blocks_pallas, chacha20_blocks_reference
+from kernels.masked_sum import masked_sum, masked_sum_pallas, masked_sum_reference
+
+__all__ = [
+    "chacha20_blocks",
+    "chacha20_blocks_pallas",
+    "chacha20_blocks_reference",
+    "masked_sum",
+    "masked_sum_pallas",
+    "masked_sum_reference",
+]

@@ -39,6 +39,7 @@ from bbjax.protocols.pet.host import (
     make_participants,
     seeded_keygen,
 )
+from bbjax.protocols.pet.limbs import U64
 from bbjax.protocols.pet.masking import (
     Aggregation,
     Masker,
@@ -87,6 +88,7 @@ from bbjax.protocols.pet.sortition import (
     update_signature,
     verify_task,
 )
+from bbjax.protocols.pet.vectorized import VectorizedMasker
 
 __all__ = [
     "Accepted",
@@ -136,8 +138,10 @@ __all__ = [
     "Tag",
     "Time",
     "Transition",
+    "U64",
     "Update",
     "UpdateSettings",
+    "VectorizedMasker",
     "View",
     "decrypt_seed",
     "encode_messages",

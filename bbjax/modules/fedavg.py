@@ -9,10 +9,13 @@ infinity, whose count is negative or whose count exceeds ``max_weight`` (None: n
 with ``rule`` (default :func:`bbjax.aggregators.fedavg`: weighted by example counts, or
 equally with ``weighted=False`` for data sources without ``num_examples``) and loads the
 result; a round where no client is left keeps the global parameters. Any other rule (a
-stateless ``bbjax.aggregators`` rule such as ``median()``, ``trimmed_mean()``, ``krum()``)
-needs a fixed ``num_clients``. With ``aggregator=True`` the server hands the stacked
-updates, weights, mask of admitted clients and losses to an Aggregator slot's
-``aggregate_stacked`` instead (e.g. ``bbjax.components.rule_aggregator`` over any rule,
+stateless ``bbjax.aggregators`` rule such as ``median()``, ``trimmed_mean()``, ``krum()``,
+or any deterministic ``bbjax.algorithms.Algorithm`` over the cohort, e.g.
+``chain(privacy.clip(1.0), aggregators.fedavg())``, which gets the clients' deltas with
+``weights`` and the admitted ``mask`` and returns the update the server adds) needs a
+fixed ``num_clients``; its state starts afresh every round. With ``aggregator=True`` the
+server hands the stacked updates, weights, mask of admitted clients and losses to an
+Aggregator slot's ``aggregate_stacked`` instead (e.g. ``bbjax.components.rule_aggregator`` over any rule,
 stateful ones such as ``fedadam`` included: their state lives in the slot).
 
 Outputs: ``train_loss`` (the example-weighted mean loss of the clients that took part),
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from bbjax import aggregators
 from bbjax._checks import check_count
 from bbjax.aggregators.base import admitted_clients, check_max_weight, count, mean_coefficients
+from bbjax.algorithms import Algorithm, apply_updates
 from bbjax.dsl import Graph, Module
 from bbjax.errors import InvalidArgument
 
@@ -37,7 +42,8 @@ from bbjax.errors import InvalidArgument
 class FedAvgRound(Module):
     name = "fedavg"
 
-    def __init__(self, local_steps: int = 1, rule: aggregators.Aggregator | None = None,
+    def __init__(self, local_steps: int = 1,
+                 rule: aggregators.Aggregator | Algorithm | None = None,
                  num_clients: int | None = None, weighted: bool = True,
                  aggregator: bool = False, max_weight: float | None = None):
         self.local_steps = check_count("local_steps", local_steps)
@@ -45,6 +51,9 @@ class FedAvgRound(Module):
             raise InvalidArgument("an aggregation rule needs a fixed num_clients (cohort shape)")
         if rule is not None and aggregator:
             raise InvalidArgument("give either a rule or aggregator=True, not both")
+        if rule is not None and not callable(getattr(rule, "update", None)):
+            raise InvalidArgument(f"rule must be a bbjax.aggregators rule or a "
+                                  f"bbjax.algorithms.Algorithm, got {type(rule).__name__}")
         self.rule = aggregators.fedavg() if rule is None else rule
         self.num_clients = num_clients
         self.weighted = weighted
@@ -72,9 +81,15 @@ class FedAvgRound(Module):
             new_global, _ = g.slot("aggregator").aggregate_stacked(current, updates, weights,
                                                                   admitted, client_losses)
             took_part, rule_rejected = admitted, 0
-        else:
+        elif isinstance(self.rule, aggregators.Aggregator):
             out = self.rule.apply(self.rule.init(current), current, updates, weights, admitted)
             new_global, took_part, rule_rejected = out.params, out.present, out.rejected
+        else:
+            deltas = jax.tree.map(lambda x, g: x - g, updates, current)
+            inputs = {name: value for name, value in (("weights", weights), ("mask", admitted))
+                      if name in self.rule.inputs}
+            step, _ = self.rule.update(deltas, self.rule.init(current), current, **inputs)
+            new_global, took_part, rule_rejected = apply_updates(current, step), admitted, 0
         g.slot("model").load_parameters(new_global)
         g.output("train_loss", mean_loss(client_losses, weights, took_part))
         g.output("participants", count(arrived))

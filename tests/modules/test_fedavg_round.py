@@ -256,3 +256,28 @@ def test_installed_nodes_reject_lying_clients_and_output_the_count(default_round
 def test_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_a_chained_algorithm_aggregates_the_admitted_clients_deltas():
+    """FedAvgRound(rule=chain(clip, fedavg)): the new global model is the initial one plus
+    the count-weighted mean of the admitted clients' deltas, each clipped to norm C
+    (float64 reference); the NaN client is rejected before the chain."""
+    clip_norm = 0.05
+    rule = bbjax.algorithms.chain(bbjax.privacy.clip(clip_norm), bbjax.aggregators.fedavg())
+    compiled = _compile(FedAvgRound(local_steps=2, rule=rule, num_clients=N, max_weight=MAX))
+    lies = [HONEST, HONEST, NAN_UPDATE, HONEST, HONEST]
+    init_args, counts = _clients(lies, seed=3)
+    sim = Simulation(compiled, {"server": 1, "client": Peers(N, init_args=init_args)},
+                     {"model": MODEL, "data": SOURCE})
+    states = sim.init(jax.random.PRNGKey(0))
+    new, metrics = jax.jit(sim.round)(states, jax.random.PRNGKey(1))
+    assert int(metrics["rejected"]) == 1
+    honest = np.asarray(lies) == HONEST
+    deltas = _local(new)[honest] - _server(states)
+    norms = np.linalg.norm(deltas, axis=1, keepdims=True)
+    assert (norms > clip_norm).any()  # the clipping is active
+    clipped = deltas * np.minimum(1.0, clip_norm / norms)
+    want = _server(states) + counts[honest] @ clipped / counts[honest].sum()
+    np.testing.assert_allclose(_server(new), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidArgument, match="rule must be"):
+        FedAvgRound(rule=bbjax.compression.top_k(2), num_clients=N)

@@ -15,6 +15,7 @@ from bbjax.components.adapters import (CodecState, RuleAggregatorState, Selector
                                        codec_component, rule_aggregator, selector_component)
 from bbjax.components.fedprox_model import ProximalState, fedprox_model, proximal_term
 from bbjax.components.padded_data_source import PaddedDataState, padded_data_source
+from bbjax.components.replay_data_source import ReplayState, replay_data_source
 from bbjax.components.scaffold_model import ControlState, scaffold_model
 from bbjax.components.status import Status
 from bbjax.components.topk_index import TopKIndexState, topk_index
@@ -35,6 +36,7 @@ __all__ = [
     "ProximalState",
     "ModelState",
     "PaddedDataState",
+    "ReplayState",
     "Role",
     "Status",
     "TopKIndexState",
@@ -48,6 +50,7 @@ __all__ = [
     "flax_model",
     "padded_data_source",
     "proximal_term",
+    "replay_data_source",
     "rule_aggregator",
     "scaffold_model",
     "selector_component",

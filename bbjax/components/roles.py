@@ -136,6 +136,9 @@ CONTRACTS: Mapping[Role, Contract] = MappingProxyType(
             optional=(
                 _M("reset", (), (), "start a new pass over the data"),
                 _M("num_examples", (), ("count",), "how many examples the source holds"),
+                _M("start_round", ("round",), (),
+                   "told the round's index (int32, from 0) before the peer's round starts; "
+                   "a simulation calls it"),
             ),
         ),
         Role.PEER_SELECTOR: Contract(

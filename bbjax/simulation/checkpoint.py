@@ -53,14 +53,15 @@ def fingerprint(simulation: Simulation, shapes: States, run_key: jax.Array) -> d
     """What a checkpoint must share with the run resuming it: the population, the states'
     shapes and dtypes, hashes of the lowered round and of ``Peers.inputs``, and the run
     key. Lowering the round traces it once more (no compilation)."""
-    population = {name: {"count": p.count, "cohort": p.cohort, "dropout": float(p.dropout),
-                         "hosts": list(p.hosts)} for name, p in sorted(simulation.groups.items())}
+    population = {name: p.describe() for name, p in sorted(simulation.groups.items())}
     states = {jax.tree_util.keystr(path): _spec(leaf)
               for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
     plain = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), shapes)
-    program = jax.jit(simulation.round).lower(plain, run_key, simulation.inputs).as_text()
+    program = jax.jit(simulation.round).lower(plain, run_key, simulation.inputs, 0,
+                                              simulation.tables).as_text()
     inputs = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(simulation.inputs)[0]:
+    arrays = (simulation.inputs, simulation.tables)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(arrays)[0]:
         _absorb(inputs, jax.tree_util.keystr(path), np.asarray(leaf))
     key = _key_data(run_key)
     return {"population": population, "states": states,
@@ -153,10 +154,10 @@ def _compare(where: Path, meta: Mapping[str, Any], expected: Mapping[str, Any]) 
                 f"checkpoint {where} is of another population: entry {name!r} is "
                 f"{'not in the checkpoint' if name not in saved else 'not in this run'}")
         for field, value in now[name].items():
-            if saved[name][field] != value:
+            if saved[name].get(field) != value:
                 raise CheckpointError(
                     f"checkpoint {where} is of another population: {name!r} has {field} "
-                    f"{saved[name][field]!r} in the checkpoint, {value!r} in this run")
+                    f"{saved[name].get(field)!r} in the checkpoint, {value!r} in this run")
     saved, now = meta["states"], expected["states"]
     for leaf in sorted(set(saved) | set(now)):
         if saved.get(leaf) != now.get(leaf):
@@ -169,7 +170,8 @@ def _compare(where: Path, meta: Mapping[str, Any], expected: Mapping[str, Any]) 
             f"checkpoint {where} was written by another round program (another Module, "
             f"components or settings such as a learning rate, or another jax version)")
     if meta["inputs"] != expected["inputs"]:
-        raise CheckpointError(f"checkpoint {where} was written with other Peers.inputs values")
+        raise CheckpointError(f"checkpoint {where} was written with other Peers.inputs values, "
+                              f"cohort schedules or neighbours")
     if meta["key"] != expected["key"]:
         raise CheckpointError(f"checkpoint {where} was written with another key; resume with "
                               f"the key of the run that wrote it")

@@ -1,21 +1,33 @@
 """``Simulation``: a compiled Module's round for whole populations of peers, as one pure
-jittable function ``(states, key, round) -> (states, metrics)``.
+jittable function ``(states, key, inputs, index, tables) -> (states, metrics)``.
 
-Each stage (a partition) runs its lowered step ``vmap``-ped over the peers that run it; the
-messages of a stage are routed to the next stages' inboxes with array operations:
+Each stage (a partition) runs its lowered step ``vmap``-ped over the peers that run it:
+the entry's cohort slots this round, or all its peers. A stage's messages are routed to
+the next stages' inboxes by peer index, at a cost linear in the senders, the ids they
+address and the receivers:
 
-* a class of one peer sending to another class: a broadcast; the peers it addresses run
-  the receiving stage, the others keep their state;
+* a class of one peer sending to another class: a broadcast. The addressed ids are
+  scattered into a mask over the receiving entry, which each receiver reads at its own
+  id; the payload is shared by every receiver, not copied. A running receiver that was
+  not addressed is inactive: it keeps its state and its outputs and messages count for
+  nothing.
 * any class sending to a ``g.gather`` port: the senders' payloads stacked on a leading
-  axis, with a mask marking the senders that ran, addressed the receiver and were not
-  dropped;
-* a class gathering what it sent itself (gossip): collectives over the peer axis.
+  axis (shared), and a ``[receivers, senders]`` mask scattered from the addressed ids,
+  true where the sender ran, addressed the receiver and was not dropped.
+* a class gathering what it sent itself: inside the step, from each peer's neighbours
+  (:mod:`bbjax.simulation.exchange`).
 
-Peers of an entry with a ``cohort`` are drawn each round; only they run.
+A ``peers.<class>`` input holds the running ids of that class, shared by the peers of the
+stage, except that the peers of an entry with ``neighbours`` each see their own neighbour
+row as the entry's peers. Only the peers that ran write their states back: with a cohort,
+each leaf a step rewrote is scattered into the entry's stack at the drawn ids, and leaves
+it did not rewrite (a client's data, say) are neither copied nor written.
 """
 
 from __future__ import annotations
 
+import copy
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -25,14 +37,18 @@ import numpy as np
 
 from bbjax.compiler import Compiled
 from bbjax.compiler.program import Program
-from bbjax.components import Component
+from bbjax.components import Component, Role
+from bbjax.dsl.graph import peer_input_name
 from bbjax.errors import SimulationError
 from bbjax.simulation.exchange import PEER_AXIS, SimulatedRuntime
 from bbjax.simulation.population import Peers, resolve_groups
 from bbjax.simulation.schedule import Stage, build_stages
 
 States = dict[str, dict[str, Any]]  # entry -> slot -> state stacked over the entry's peers
+Tables = dict[str, dict[str, Any]]  # entry -> "cohort" / "neighbours" -> array
 BYTES_SENT = "bytes_sent"
+START_ROUND = "start_round"
+_PEERS = peer_input_name("")
 _BOOTSTRAP_STREAM = 0xFFFFFFFF
 """The key stream of the bootstrap stages: ``fold_in(key, _BOOTSTRAP_STREAM)``, an index no
 peer class uses for its init keys."""
@@ -50,14 +66,14 @@ class _Sent:
 
 class Simulation:
     """The round of ``compiled`` for ``population`` with ``bindings`` for its slots
-    (default: the components it was compiled with).
+    (default: the components the artifact was compiled with).
 
     ``population`` maps a peer class to a count or :class:`Peers`. Raises
     :class:`SimulationError` when the population does not cover the Module's classes, a
-    slot has no component (or the artifact carries none and no ``bindings`` are given), a
-    stage needs an input nobody provides, or a class of many peers sends single
-    (non-gather) messages to another class; :class:`PassportError` when the passport does
-    not verify or a component's fingerprint is not the one recorded for its slot.
+    slot has no component, a stage needs an input nobody provides, or a class of many peers
+    sends single (non-gather) messages to another class; :class:`PassportError` when the
+    passport does not verify or a component's fingerprint is not the one recorded for its
+    slot.
     """
 
     def __init__(self, compiled: Compiled, population: Mapping[str, int | Peers],
@@ -73,13 +89,14 @@ class Simulation:
                       for name in self.groups}
         self._check()
         self.metric_names = self._metric_names()
+        self._starts = self._round_starts()
 
     def _check(self) -> None:
         senders = {port: st for st in self.stages + self.bootstrap for port in st.sends}
         for stage in self.stages + self.bootstrap:
             peers = self.groups[stage.group]
             for name in stage.step.input_names:
-                if not name.startswith("peers.") and name not in peers.inputs:
+                if not name.startswith(_PEERS) and name not in peers.inputs:
                     raise SimulationError(f"{stage.step.target} needs input {name!r}: give it "
                                           f"in Peers(inputs=...) of {stage.group!r}")
             for r in stage.receives:
@@ -104,7 +121,31 @@ class Simulation:
         return {(st.step.target, o): o if counts[o] == 1 else f"{st.peer_class}.{o}"
                 for st, o in outputs}
 
-    # -- state ----------------------------------------------------------------------------
+    def _round_starts(self) -> list[list[str]]:
+        """Per main stage, the DataSource slots with a ``start_round`` method that it is the
+        entry's first stage to call this round (it tells them the round's index)."""
+        seen: set[tuple[str, str]] = set()
+        starts = []
+        for stage in self.stages:
+            here = []
+            for slot in stage.step.slots:
+                component = self.bindings[slot]
+                if (component.role is Role.DATA_SOURCE and START_ROUND in component.methods
+                        and (stage.group, slot) not in seen):
+                    seen.add((stage.group, slot))
+                    here.append(slot)
+            starts.append(here)
+        return starts
+
+    def with_population(self, population: Mapping[str, int | Peers]) -> Simulation:
+        """This simulation (its stages, components and compiled programs' tracing) for
+        ``population``'s data, schedules and neighbours, which must have the shapes of this
+        one's: what ``simulate``'s cache reuses."""
+        other = copy.copy(self)
+        other.groups, _ = resolve_groups(population, set(self.group_of))
+        return other
+
+    # -- arguments ------------------------------------------------------------------------
 
     @property
     def init_args(self) -> dict[str, dict[str, tuple]]:
@@ -116,12 +157,30 @@ class Simulation:
         """Each entry's ``Peers.inputs``: the default of :meth:`init` and :meth:`round`."""
         return {name: dict(peers.inputs) for name, peers in self.groups.items()}
 
+    @property
+    def tables(self) -> Tables:
+        """Each entry's cohort schedule or availability trace (``"cohort"``) and
+        ``"neighbours"``, where it has them: the default of :meth:`init` and :meth:`round`.
+        Pass them as arguments of a jitted round so they are not baked into its program."""
+        return {name: peers.tables for name, peers in self.groups.items() if peers.tables}
+
+    @property
+    def scheduled_rounds(self) -> int | None:
+        """How many rounds the population's cohort schedules and traces cover (None: any)."""
+        covered = [p.plan.rounds for p in self.groups.values()
+                   if p.plan is not None and p.plan.rounds is not None]
+        return min(covered) if covered else None
+
+    # -- state ----------------------------------------------------------------------------
+
     def init(self, key: jax.Array, init_args: Mapping[str, Mapping[str, tuple]] | None = None,
-             inputs: Mapping[str, Mapping[str, Any]] | None = None) -> States:
+             inputs: Mapping[str, Mapping[str, Any]] | None = None,
+             tables: Tables | None = None) -> States:
         """Every peer's slot states (from ``init(key_i, *init_args[entry][slot][i])``), after
-        the bootstrap partitions ran once. Pass ``init_args`` and ``inputs`` (default: the
-        population's) as arguments of a jitted ``init`` so that the data is not baked into
-        the program as constants."""
+        the bootstrap partitions ran once on every peer (each node runs its bootstrap when
+        it is installed; cohorts apply to rounds). Pass ``init_args``, ``inputs`` and
+        ``tables`` (default: the population's) as arguments of a jitted ``init`` so that
+        the data is not baked into the program as constants."""
         init_args = self.init_args if init_args is None else init_args
         states: States = {}
         for index, (name, peers) in enumerate(sorted(self.groups.items())):
@@ -133,95 +192,124 @@ class Simulation:
                 for i, slot in enumerate(self.slots[name])}
         if self.bootstrap:
             bootstrap_key = jax.random.fold_in(key, jnp.uint32(_BOOTSTRAP_STREAM))
-            states, _ = self._run_stages(self.bootstrap, states, bootstrap_key,
-                                         self.inputs if inputs is None else inputs)
+            states, _ = self._run_stages(
+                self.bootstrap, states, bootstrap_key, self.inputs if inputs is None else inputs,
+                self.tables if tables is None else tables, None)
         return states
 
     # -- one round --------------------------------------------------------------------------
 
     def round(self, states: States, key: jax.Array,
-              inputs: Mapping[str, Mapping[str, Any]] | None = None
+              inputs: Mapping[str, Mapping[str, Any]] | None = None,
+              index: int | jax.Array = 0, tables: Tables | None = None
               ) -> tuple[States, dict[str, jax.Array]]:
         """One round for every peer: the new states and the round's scalar metrics.
-        ``inputs`` as for :meth:`init`."""
+        ``index`` is the round's number (counting from 0): cohort schedules and traces
+        read their row ``index``, and DataSources with a ``start_round`` method are told
+        it. ``inputs`` and ``tables`` as for :meth:`init`. Raises :class:`SimulationError`
+        for a concrete ``index`` past what a schedule covers."""
+        covered = self.scheduled_rounds
+        if covered is not None and isinstance(index, numbers.Integral) \
+                and not 0 <= index < covered:
+            raise SimulationError(f"round index {index} is outside the {covered} rounds the "
+                                  f"cohort schedules cover")
         return self._run_stages(self.stages, states, key,
-                                self.inputs if inputs is None else inputs)
+                                self.inputs if inputs is None else inputs,
+                                self.tables if tables is None else tables,
+                                jnp.asarray(index, jnp.int32))
 
     def _run_stages(self, stages: list[Stage], states: States, key: jax.Array,
-                    inputs: Mapping[str, Mapping[str, Any]]
-                    ) -> tuple[States, dict[str, jax.Array]]:
+                    inputs: Mapping[str, Mapping[str, Any]], tables: Tables,
+                    index: jax.Array | None) -> tuple[States, dict[str, jax.Array]]:
+        """The ``stages`` once; ``index`` None for the bootstrap (no cohort, no round)."""
         cohort_key, drop_key = jax.random.split(key)
-        running = {}
-        for index, (name, peers) in enumerate(sorted(self.groups.items())):
-            if peers.cohort is not None:
-                ids = jax.random.choice(jax.random.fold_in(cohort_key, index), peers.count,
-                                        (peers.cohort,), replace=False)
-                running[name] = jnp.sort(ids).astype(jnp.int32)
+        running: dict[str, jax.Array | None] = {}
+        for i, (name, peers) in enumerate(sorted(self.groups.items())):
+            running[name] = None
+            if index is not None and peers.plan is not None:
+                running[name] = peers.plan.ids(jax.random.fold_in(cohort_key, i), index,
+                                               tables.get(name, {}).get("cohort"), peers.count)
         states = {name: dict(s) for name, s in states.items()}
         sent: dict[str, _Sent] = {}
         metrics: dict[str, jax.Array] = {BYTES_SENT: jnp.float32(0)}
-        for index, stage in enumerate(stages):
-            self._run_stage(stage, states, inputs[stage.group], running, sent, metrics,
-                            jax.random.fold_in(drop_key, index))
+        for position, stage in enumerate(stages):
+            starts = self._starts[position] if index is not None else []
+            self._run_stage(stage, states, inputs[stage.group], tables, running, sent, metrics,
+                            jax.random.fold_in(drop_key, position), index, starts)
         return states, metrics
 
-    def _class_ids(self, peer_class: str, running: Mapping[str, jax.Array]) -> jax.Array:
-        """The ids a ``peers.<class>`` input holds: the class's running peers this round."""
-        group = self.group_of[peer_class]
-        ids = running.get(group)
+    def _ids(self, group: str, running: Mapping[str, jax.Array | None]) -> jax.Array:
+        """The ids of ``group``'s running peers (``-1`` in empty cohort slots)."""
+        ids = running[group]
         return ids if ids is not None else jnp.arange(self.groups[group].count, dtype=jnp.int32)
 
     def _run_stage(self, stage: Stage, states: States, given: Mapping[str, Any],
-                   running: Mapping[str, jax.Array],
-                   sent: dict[str, _Sent], metrics: dict, key: jax.Array) -> None:
+                   tables: Tables, running: Mapping[str, jax.Array | None],
+                   sent: dict[str, _Sent], metrics: dict, key: jax.Array,
+                   index: jax.Array | None, starts: list[str]) -> None:
         peers = self.groups[stage.group]
-        ids = running.get(stage.group)
-        my_ids = self._class_ids(stage.peer_class, running)
-        n = peers.running
-        full = states[stage.group]
-        local = {s: full[s] if ids is None else jax.tree.map(lambda a: a[ids], full[s])
-                 for s in stage.step.slots}
-        inputs = {}
+        cohort = running[stage.group] is not None
+        ids = self._ids(stage.group, running)
+        rows = jnp.clip(ids, 0)  # where a slot reads (an empty one reads row 0, unused)
+        rows_of = _rows_of(ids, peers.count)
+        neighbours = tables.get(stage.group, {}).get("neighbours")
+        own = None if neighbours is None else jnp.asarray(neighbours)[rows]
+        inputs, input_axes = {}, {}
         for name in stage.step.input_names:
-            if name.startswith("peers."):
-                class_ids = self._class_ids(name[len("peers."):], running)
-                inputs[name] = jnp.broadcast_to(class_ids, (n, class_ids.shape[0]))
+            if name.startswith(_PEERS):
+                group = self.group_of[name[len(_PEERS):]]
+                if group == stage.group and own is not None:
+                    inputs[name], input_axes[name] = own, 0
+                else:
+                    inputs[name], input_axes[name] = self._ids(group, running), None
             else:
                 value = jnp.asarray(given[name])
-                inputs[name] = value if ids is None else value[ids]
-        active = jnp.ones((n,), bool)
-        inbox = {}
+                inputs[name], input_axes[name] = value[rows] if cohort else value, 0
+        active = ids >= 0
+        inbox, inbox_axes = {}, {}
         for r in stage.receives:
             message = sent[r.port]
-            to_me = jnp.any(message.peers[None, :, :] == my_ids[:, None, None], axis=-1)
+            shared = [None] * len(message.leaves)
             if r.gather:
-                mask = message.delivered[None, :] & to_me
-                inbox[r.port] = [jnp.broadcast_to(leaf, (n, *leaf.shape))
-                                 for leaf in message.leaves] + [mask]
+                inbox[r.port] = [*message.leaves, _gather_mask(message, rows_of, ids.shape[0])]
+                inbox_axes[r.port] = [*shared, 0]
             else:
-                active = active & message.delivered[0] & to_me[:, 0]
-                inbox[r.port] = [jnp.broadcast_to(leaf[0], (n, *leaf.shape[1:]))
-                                 for leaf in message.leaves]
+                to_me = _addressed(message.peers[0], peers.count)[rows]
+                active = active & message.delivered[0] & to_me
+                inbox[r.port] = [leaf[0] for leaf in message.leaves]
+                inbox_axes[r.port] = shared
         delivers = active
         if peers.dropout > 0:
-            delivers = delivers & jax.random.bernoulli(key, 1.0 - peers.dropout, (n,))
+            delivers = delivers & jax.random.bernoulli(key, 1.0 - peers.dropout, ids.shape)
 
-        def one_peer(states_i, inputs_i, inbox_i, peer_id, delivers_i):
-            runtime = SimulatedRuntime(stage.step.components, dict(states_i), inbox_i,
-                                       peer_id=peer_id, delivers=delivers_i)
+        def one_peer(states_i, inputs_i, inbox_i, peer_id, row, delivers_i, neighbours_i):
+            runtime = SimulatedRuntime(stage.step.components, states_i, inbox_i,
+                                       peer_id=peer_id, delivers=delivers_i, row=row,
+                                       neighbours=neighbours_i, rows_of=rows_of)
+            for slot in starts:
+                runtime.call_slot(slot, START_ROUND, (index,))
             outputs = stage.step.run(runtime, inputs_i)
             outbox = {port: (leaves, jnp.atleast_1d(jnp.asarray(to)))
                       for port, (leaves, to) in runtime.outbox.items()}
-            return runtime.states, outputs, outbox
+            return runtime.rewritten(), outputs, outbox
 
-        new_local, outputs, outbox = jax.vmap(one_peer, axis_name=PEER_AXIS)(
-            local, inputs, inbox, my_ids, delivers)
+        full = states[stage.group]
+        local = {s: full[s] for s in stage.step.slots}
+        axes = (None if cohort else 0, input_axes, inbox_axes, 0, 0 if cohort else None, 0,
+                None if own is None else 0)
+        rewritten, outputs, outbox = jax.vmap(one_peer, in_axes=axes, axis_name=PEER_AXIS)(
+            local, inputs, inbox, ids, rows if cohort else None, delivers, own)
         for slot in stage.step.slots:
-            kept = jax.tree.map(lambda new, old: _select(active, new, old),
-                                new_local[slot], local[slot])
-            full[slot] = kept if ids is None else jax.tree.map(
-                lambda whole, part, new: whole if new is part else whole.at[ids].set(new),
-                full[slot], local[slot], kept)
+            leaves, tree = jax.tree.flatten(full[slot])
+            for i, new in enumerate(rewritten[slot]):
+                if new is None:
+                    continue
+                if cohort:  # scatter the rows of the peers that ran; others are dropped
+                    target = jnp.where(active, ids, peers.count)
+                    leaves[i] = leaves[i].at[target].set(new, mode="drop")
+                else:
+                    leaves[i] = _select(active, new, leaves[i])
+            full[slot] = jax.tree.unflatten(tree, leaves)
         for port, (leaves, to) in outbox.items():
             sent[port] = _Sent(leaves, to, delivers)
             per_message = sum(int(np.prod(leaf.shape[1:])) * leaf.dtype.itemsize
@@ -236,8 +324,31 @@ class Simulation:
                     total / jnp.maximum(jnp.sum(weight), 1.0))
 
 
+def _rows_of(ids: jax.Array, count: int) -> jax.Array:
+    """For each of an entry's ``count`` ids, its row among the running ``ids`` (-1: none)."""
+    target = jnp.where(ids >= 0, ids, count)
+    rows = jnp.arange(ids.shape[0], dtype=jnp.int32)
+    return jnp.full((count,), -1, jnp.int32).at[target].set(rows, mode="drop")
+
+
+def _addressed(ids: jax.Array, count: int) -> jax.Array:
+    """bool ``[count]``: which of an entry's peers ``ids`` names (other ids name nobody)."""
+    target = jnp.where((ids >= 0) & (ids < count), ids, count)
+    return jnp.zeros((count,), bool).at[target].set(True, mode="drop")
+
+
+def _gather_mask(message: _Sent, rows_of: jax.Array, receivers: int) -> jax.Array:
+    """bool ``[receivers, senders]``: sender ``j`` delivered to the receiver of row ``i``."""
+    count = rows_of.shape[0]
+    peers = message.peers
+    valid = (peers >= 0) & (peers < count)
+    rows = jnp.where(valid, rows_of[jnp.clip(peers, 0, count - 1)], -1)
+    rows = jnp.where(rows >= 0, rows, receivers)
+    senders = jnp.broadcast_to(jnp.arange(peers.shape[0])[:, None], peers.shape)
+    mask = jnp.zeros((receivers, peers.shape[0]), bool).at[rows, senders].set(True, mode="drop")
+    return mask & message.delivered[None, :]
+
+
 def _select(active: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
-    """``new`` for active peers, ``old`` for the others (no op for an unchanged leaf)."""
-    if new is old:
-        return new
+    """``new`` for active peers, ``old`` for the others."""
     return jnp.where(active.reshape(active.shape + (1,) * (new.ndim - 1)), new, old)

@@ -1,32 +1,80 @@
-"""What a vmapped partition step's wire ops do in a simulation.
+"""What a vmapped partition step's slot calls and wire ops do in a simulation.
 
-Messages between stages are routed by the engine before and after each stage; a port a
-stage both sends and gathers (a class exchanging with itself, e.g. gossip) is delivered
-inside the vmapped step with collectives over the peer axis.
+Messages between stages are routed by the engine (:mod:`bbjax.simulation.engine`). A port a
+stage both sends and gathers (a class exchanging with itself: gossip, neighbour averaging)
+is delivered here, inside the vmapped step: from each peer's ``Peers(neighbours=...)``
+(O(n·k) for n peers of k neighbours) or, without them, from every running peer of the
+class (the complete graph, O(n²) by nature).
+
+Slot calls run in program order: each call's state and inputs pass an optimization barrier
+together with the previous call's results, so that XLA cannot compute, say, every local
+step's batch before the first training step and keep them all alive at once. With a cohort
+the step reads the entry's whole state stacks: each call gathers the leaves the peer has
+not rewritten from its row afresh, so a read such as a client's ``x[rows]`` fuses into one
+gather from the stack and no copy of the drawn clients' data is made.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from bbjax.runtime.step import StepRuntime
-
+from bbjax.components import Component
 from bbjax.errors import StepError
 
 PEER_AXIS = "peers"
 
 
-@dataclass
-class SimulatedRuntime(StepRuntime):
-    """A :class:`StepRuntime` for one of many vmapped peers: ``peer_id`` is its index in
-    its population entry, ``delivers`` whether its messages this round reach anyone."""
+class SimulatedRuntime:
+    """The slot and wire handlers of one of many vmapped peers, for one stage.
 
-    peer_id: Any = None
-    delivers: Any = None
+    ``states[slot]`` is the peer's state, or with ``row`` (the peer's row in the entry,
+    when a cohort runs) the entry's whole stacks, read at ``row``. ``peer_id`` is the
+    peer's id in its entry (``-1``: an empty cohort slot), ``delivers`` whether its messages
+    this round reach anyone, ``neighbours`` its neighbour ids (None: every running peer)
+    and ``rows_of`` each entry id's running row (``-1``: not running), unmapped.
+    """
+
+    def __init__(self, components: Mapping[str, Component], states: Mapping[str, Any],
+                 inbox: Mapping[str, list], *, peer_id: Any, delivers: Any, row: Any = None,
+                 neighbours: Any = None, rows_of: Any = None):
+        self.components = components
+        self.inbox = inbox
+        self.outbox: dict[str, tuple[list, Any]] = {}
+        self.peer_id, self.delivers = peer_id, delivers
+        self._row, self._neighbours, self._rows_of = row, neighbours, rows_of
+        self._trees, self._given, self._current = {}, {}, {}
+        self._handed: dict[str, list] = {}  # leaves slot_state handed to an inlined slot
+        for slot, tree in states.items():
+            leaves, self._trees[slot] = jax.tree.flatten(tree)
+            self._given[slot], self._current[slot] = leaves, list(leaves)
+        self._last: tuple = ()
+
+    def call_slot(self, slot: str, method: str, args: Any) -> list:
+        if slot not in self._trees:
+            raise StepError(f"no state for slot {slot!r}")
+        given, current = self._given[slot], self._current[slot]
+        rewritten = [None if c is g else c for c, g in zip(current, given)]
+        row, rewritten, args, _ = jax.lax.optimization_barrier(
+            (self._row, rewritten, args, self._last))
+        passed = [g if r is None and row is None else g[row] if r is None else r
+                  for r, g in zip(rewritten, given)]
+        state, outputs = self.components[slot].call(
+            method, jax.tree.unflatten(self._trees[slot], passed), *args)
+        changed = []
+        for i, (new, old) in enumerate(zip(jax.tree.leaves(state), passed)):
+            if new is not old:
+                current[i] = new
+                changed.append(new)
+        leaves = jax.tree.leaves(outputs)
+        if leaves or changed:
+            self._last = (leaves, changed)
+        return leaves
+
+    def send(self, port: str, leaves: list, peers: Any) -> None:
+        self.outbox[port] = (leaves, peers)
 
     def receive(self, port: str) -> list:
         if port in self.inbox:
@@ -35,10 +83,43 @@ class SimulatedRuntime(StepRuntime):
             return self._exchange(port)
         raise StepError(f"nothing was delivered on port {port!r}")
 
+    def slot_state(self, slot: str) -> Any:
+        """The peer's current state of ``slot``, for a step's inlined slots
+        (:class:`bbjax.runtime.step.SlotStates`)."""
+        if slot not in self._trees:
+            raise StepError(f"no state for slot {slot!r}")
+        given, current = self._given[slot], self._current[slot]
+        passed = [c if c is not g else g if self._row is None else g[self._row]
+                  for c, g in zip(current, given)]
+        self._handed[slot] = passed
+        return jax.tree.unflatten(self._trees[slot], passed)
+
+    def set_slot_state(self, slot: str, state: Any) -> None:
+        """Make ``state`` the peer's state of ``slot``; a leaf handed out by
+        :meth:`slot_state` and given back unchanged stays unrewritten."""
+        handed = self._handed.pop(slot, None)
+        current, given = self._current[slot], self._given[slot]
+        for i, leaf in enumerate(jax.tree.leaves(state)):
+            if not (handed is not None and leaf is handed[i] and current[i] is given[i]):
+                current[i] = leaf
+
+    def rewritten(self) -> dict[str, list]:
+        """Per slot, each state leaf the step rewrote, or None where it kept the old one."""
+        return {slot: [None if c is g else c for c, g in zip(current, self._given[slot])]
+                for slot, current in self._current.items()}
+
     def _exchange(self, port: str) -> list:
-        """Every running peer's payload on ``port``, stacked, and which were sent to me."""
+        """What this peer gathers on ``port`` from its own class: the payloads of its
+        neighbours (or of every running peer) stacked, and which of them sent to it."""
         leaves, peers = self.outbox[port]
-        stacked = [jax.lax.all_gather(leaf, PEER_AXIS) for leaf in leaves]
+        stacked = [jax.lax.all_gather(leaf, PEER_AXIS) for leaf in leaves]  # [n, ...], shared
         addressed = jax.lax.all_gather(jnp.atleast_1d(jnp.asarray(peers)), PEER_AXIS)
         sent = jax.lax.all_gather(self.delivers, PEER_AXIS)
-        return [*stacked, sent & jnp.any(addressed == self.peer_id, axis=-1)]
+        me = self.peer_id >= 0
+        if self._neighbours is None:
+            return [*stacked, sent & me & jnp.any(addressed == self.peer_id, axis=-1)]
+        ids = self._neighbours
+        rows = jnp.where(ids >= 0, self._rows_of[jnp.clip(ids, 0)], -1)
+        take = jnp.clip(rows, 0)
+        heard = (rows >= 0) & sent[take] & me & jnp.any(addressed[take] == self.peer_id, axis=-1)
+        return [*(leaf[take] for leaf in stacked), heard]

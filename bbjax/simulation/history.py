@@ -16,15 +16,20 @@ import numpy as np
 class History:
     """``metrics[name]``: one float per round (NaN in rounds where it was not measured, e.g.
     evaluations every k rounds, and where it was NaN); ``states``: every peer's slot states
-    after the last round; ``seconds``: wall time of the rounds (compilation included);
+    after the last round; ``seconds``: wall time of the whole ``simulate`` call;
     ``config``: a JSON-ready description of the run; ``diverged_at``: the first round
-    (counting from 0) whose loss or states were non-finite, or None."""
+    (counting from 0) whose loss or states were non-finite, or None; ``compile_seconds``:
+    the part of ``seconds`` spent building, tracing and compiling the programs (about 0
+    when they came from ``simulate``'s cache); ``run_seconds``: the part spent running them
+    (initial states, rounds, evaluations) and fetching their results."""
 
     metrics: dict[str, np.ndarray]
     states: Any = None
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
     diverged_at: int | None = None
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
 
     @property
     def rounds(self) -> int:
@@ -67,12 +72,15 @@ class History:
         return path
 
     def to_json(self, path: str | Path) -> Path:
-        """Write strict JSON ``{"config", "seconds", "diverged_at", "rounds": [row, ...]}``:
-        null where a value is NaN (not measured, or diverged) or infinite."""
+        """Write strict JSON ``{"config", "seconds", "compile_seconds", "run_seconds",
+        "diverged_at", "rounds": [row, ...]}``: null where a value is NaN (not measured, or
+        diverged) or infinite."""
         path = Path(path)
         rows = [{k: v if v is None or math.isfinite(v) else None for k, v in row.items()}
                 for row in self.rows()]
         path.write_text(json.dumps({"config": self.config, "seconds": self.seconds,
+                                    "compile_seconds": self.compile_seconds,
+                                    "run_seconds": self.run_seconds,
                                     "diverged_at": self.diverged_at, "rounds": rows},
                                    indent=1, allow_nan=False))
         return path

@@ -11,6 +11,7 @@ import numpy as np
 
 from bbjax.compiler import annotations as ann
 from bbjax.errors import SimulationError
+from bbjax.simulation.cohort import EMPTY, CohortPlan, plan_cohort
 
 
 @dataclass(frozen=True)
@@ -20,26 +21,32 @@ class Peers:
     ``init_args`` maps a slot to the extra arguments of its component's ``init(key, *args)``,
     each leaf with a leading ``[count]`` axis (peer ``i`` gets row ``i``: its data shard,
     say). ``inputs`` maps a graph input of the class's partitions to a ``[count, ...]``
-    array. ``cohort``: the number of peers drawn uniformly without replacement each round;
-    only they run (default: all). ``dropout``: the probability that a running peer's
+    array. ``cohort``: who runs each round (default: everyone): ``k`` peers drawn uniformly
+    without replacement, a schedule ``[rounds, k]`` of ids, a function of the round's
+    cohort key returning ``k`` ids, or an availability trace (a bool ``[rounds, count]``
+    array or :class:`~bbjax.simulation.cohort.Availability`); see
+    :mod:`bbjax.simulation.cohort`. ``dropout``: the probability that a running peer's
     messages of a round are lost. ``hosts``: further peer classes these same peers play
     (sharing their slot states), e.g. ``("self",)`` for the round's initiator.
+    ``neighbours``: an int ``[count, k]`` array; row ``i`` is the peer set of this class
+    that peer ``i`` sees (its ``peers.<class>`` input), and what it gathers from its own
+    class comes from those ``k`` peers, in that order (``-1``: no neighbour in that
+    column). Without it every peer sees every running peer of its class.
     """
 
     count: int
     init_args: Mapping[str, tuple] = field(default_factory=dict)
     inputs: Mapping[str, Any] = field(default_factory=dict)
-    cohort: int | None = None
+    cohort: Any = None
     dropout: float = 0.0
     hosts: tuple[str, ...] = ()
+    neighbours: Any = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.count) or self.count < 1:
             raise SimulationError(f"Peers.count must be a positive int, got {self.count!r}")
-        if self.cohort is not None and (not _is_int(self.cohort)
-                                        or not 1 <= self.cohort <= self.count):
-            raise SimulationError(f"Peers.cohort must be an int in [1, {self.count}], "
-                                  f"got {self.cohort!r}")
+        object.__setattr__(self, "_plan", plan_cohort(self.cohort, self.count))
+        object.__setattr__(self, "_neighbours", _neighbours(self.neighbours, self.count))
         if not (isinstance(self.dropout, numbers.Real) and 0.0 <= self.dropout < 1.0):
             raise SimulationError(f"Peers.dropout must be in [0, 1), got {self.dropout!r}")
         for what, tree in (("init_args", self.init_args), ("inputs", self.inputs)):
@@ -52,9 +59,51 @@ class Peers:
                             f"(one row per peer), got shape {shape}")
 
     @property
+    def plan(self) -> CohortPlan | None:
+        """The cohort read once (None: every peer runs every round)."""
+        return self._plan
+
+    @property
     def running(self) -> int:
-        """How many peers run each round."""
-        return self.cohort or self.count
+        """How many peers (cohort slots) run each round."""
+        return self.count if self._plan is None else self._plan.size
+
+    @property
+    def tables(self) -> dict[str, np.ndarray]:
+        """The arrays the round reads as arguments: ``"cohort"`` (a schedule or trace) and
+        ``"neighbours"``, where given."""
+        tables = {}
+        if self._plan is not None and self._plan.table is not None:
+            tables["cohort"] = self._plan.table
+        if self._neighbours is not None:
+            tables["neighbours"] = self._neighbours
+        return tables
+
+    def describe(self) -> dict[str, Any]:
+        """What of this entry shapes the round program, JSON-ready: count, cohort
+        (:meth:`CohortPlan.describe`), dropout, hosts and the neighbours' shape."""
+        return {"count": self.count,
+                "cohort": None if self._plan is None else self._plan.describe(),
+                "dropout": float(self.dropout), "hosts": list(self.hosts),
+                "neighbours": None if self._neighbours is None
+                else list(self._neighbours.shape)}
+
+
+def _neighbours(value: Any, count: int) -> np.ndarray | None:
+    """``Peers.neighbours`` as int32 ``[count, k]``, checked."""
+    if value is None:
+        return None
+    array = np.asarray(value)
+    if array.ndim != 2 or array.shape[0] != count or array.shape[1] == 0 \
+            or not np.issubdtype(array.dtype, np.integer):
+        raise SimulationError(f"Peers.neighbours must be an int array [{count}, k] with k >= 1, "
+                              f"got {array.dtype}{list(array.shape)}")
+    bad = np.argwhere((array < EMPTY) | (array >= count))
+    if bad.size:
+        i, j = bad[0]
+        raise SimulationError(f"Peers.neighbours[{i}, {j}] is {array[i, j]}, not a peer id in "
+                              f"[0, {count}) or -1 (no neighbour)")
+    return array.astype(np.int32)
 
 
 def _is_int(value: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from bbjax._checks import check_count
 from bbjax.compiler import Compiled
 from bbjax.components import Component
 from bbjax.errors import CheckpointError, DivergenceError, SimulationError
-from bbjax.simulation import checkpoint
+from bbjax.simulation import cache, checkpoint
+from bbjax.simulation.cache import Clock
 from bbjax.simulation.engine import Simulation, States
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
@@ -71,6 +73,7 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     the checkpoint; :class:`CheckpointError` names what is not, or what is missing or
     corrupted. ``config`` defaults to the checkpoint's.
     """
+    clock, started = Clock(), time.perf_counter()
     for name, value in (("rounds", rounds), ("eval_every", eval_every)):
         check_count(name, value, error=SimulationError)
     if rounds_per_call is None:
@@ -84,27 +87,39 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
         periods.append(checkpoint_every)
     if resume is not None and initial_states is not None:
         raise SimulationError("give resume or initial_states, not both")
-    simulation = Simulation(compiled, population, bindings)
+    mesh = peer_mesh(devices)
+    entry = cache.built(compiled, population, bindings,
+                        tuple((d.process_index, d.id) for d in mesh.devices.flat), clock)
+    simulation = entry.simulation.with_population(population)
     if isinstance(may_diverge, str) or not set(may_diverge) <= set(population):
         raise SimulationError(f"may_diverge must be a collection of population entries "
                               f"{sorted(population)}, got {may_diverge!r}")
-    mesh = peer_mesh(devices)
+    covered = simulation.scheduled_rounds
+    if covered is not None and rounds > covered:
+        raise SimulationError(f"the cohort schedules cover {covered} rounds; the run has "
+                              f"rounds={rounds}")
     if mesh.is_multi_process and (checkpoint_dir is not None or resume is not None):
         raise SimulationError("checkpoints are written and resumed by single-process runs "
                               "only")
     if checkpoint_dir is not None:
         checkpoint_dir = checkpoint.check_writable(checkpoint_dir, resume)
-    started = time.perf_counter()
     init_key, run_key = jax.random.split(key)
-    data = simulation.init_args, simulation.inputs  # jit arguments, not program constants
-    shapes = jax.eval_shape(simulation.init, init_key, *data)
+    data = simulation.init_args, simulation.inputs, simulation.tables  # arguments, not constants
+    key_type = (jax.typeof(init_key).str_short(),)
+    shapes = entry.program(("shapes", *key_type),
+                           lambda: jax.eval_shape(simulation.init, init_key, *data), clock)
     shardings = state_shardings(shapes, simulation.groups, mesh)
     fingerprint = None
     if checkpoint_dir is not None or resume is not None:
-        fingerprint = checkpoint.fingerprint(simulation, shapes, run_key)
+        fingerprint = clock.timed("compile", checkpoint.fingerprint, simulation, shapes, run_key)
     parts: list[dict[str, np.ndarray]] = []
     diverged_at = None
     done = 0
+
+    def history() -> History:
+        return History(_join(parts), states, time.perf_counter() - started, dict(config or {}),
+                       diverged_at, clock.compile, clock.run)
+
     if resume is not None:
         restored = checkpoint.restore(resume, fingerprint, shapes, shardings)
         if restored.round > rounds:
@@ -114,7 +129,9 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
         parts.append(restored.metrics)
         config = restored.config if config is None else config
     elif initial_states is None:
-        states = jax.jit(simulation.init, out_shardings=shardings)(init_key, *data)
+        init = entry.program(("init", *key_type), lambda: jax.jit(
+            simulation.init, out_shardings=shardings).lower(init_key, *data).compile(), clock)
+        states = clock.timed("run", lambda: jax.block_until_ready(init(init_key, *data)))
     else:
         _check_states(initial_states, shapes)
         if mesh.is_multi_process:  # across processes device_put takes host or global arrays
@@ -122,22 +139,26 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
                 lambda a: np.asarray(a) if isinstance(a, jax.Array) and a.is_fully_addressable
                 else a, initial_states)
         states = jax.device_put(initial_states, shardings)
-    run_rounds = jax.jit(_scan_rounds(simulation), static_argnums=3, donate_argnums=0,
-                         out_shardings=(shardings, replicated(mesh), replicated(mesh)))
-    evaluate_jit = jax.jit(evaluate) if evaluate is not None else None
     bar = _progress_bar(rounds, done) if progress else None
     try:
         while done < rounds:
             count = min(rounds, *((done // p + 1) * p for p in periods)) - done
-            states, metrics, finite = run_rounds(states, run_key, jnp.int32(done), count,
-                                                 data[1])
-            metrics, finite = jax.device_get((metrics, finite))
+            run_rounds = entry.program(("rounds", count, *key_type), lambda: jax.jit(
+                functools.partial(_scan_rounds(simulation), count=count), donate_argnums=0,
+                out_shardings=(shardings, replicated(mesh), replicated(mesh))).lower(
+                    states, run_key, jnp.int32(done), *data[1:]).compile(), clock)
+            states, metrics, finite = clock.timed("run", _fetched, run_rounds, states,
+                                                  run_key, jnp.int32(done), *data[1:])
             part = {name: np.asarray(values, np.float64) for name, values in metrics.items()}
             evaluation = {}
-            if evaluate_jit is not None and ((done + count) % eval_every == 0
-                                             or done + count == rounds):
-                evaluation = {name: float(v) for name, v in
-                              jax.device_get(evaluate_jit(states)).items()}
+            if evaluate is not None and ((done + count) % eval_every == 0
+                                         or done + count == rounds):
+                evaluate_program = entry.program(
+                    ("evaluate", *cache.identity(evaluate)),
+                    lambda: jax.jit(evaluate).lower(states).compile(), clock)
+                evaluation = clock.timed("run", lambda: {
+                    name: float(v) for name, v in
+                    jax.device_get(evaluate_program(states)).items()})
                 for name, value in evaluation.items():
                     part[name] = np.full(count, np.nan)
                     part[name][-1] = value
@@ -152,13 +173,11 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
             if found is not None and diverged_at is None:
                 diverged_at = found[0]
                 if not allow_divergence:
-                    history = History(_join(parts), states, time.perf_counter() - started,
-                                      dict(config or {}), diverged_at)
                     raise DivergenceError(
                         f"the run diverged at round {found[0]} (counting from 0): {found[1]}; "
                         f"{done} of {rounds} rounds ran; allow_divergence=True (bbjax "
                         f"simulate --allow-divergence) keeps going", round=found[0],
-                        history=history)
+                        history=history())
             if checkpoint_dir is not None and (done == rounds or checkpoint_every is not None
                                                and done % checkpoint_every == 0):
                 checkpoint.save(checkpoint_dir, done, states, _join(parts), run=fingerprint,
@@ -166,8 +185,13 @@ def simulate(compiled: Compiled, population: Mapping[str, int | Peers], rounds: 
     finally:
         if bar is not None:
             bar.close()
-    return History(_join(parts), states, time.perf_counter() - started, dict(config or {}),
-                   diverged_at)
+    return history()
+
+
+def _fetched(run_rounds: Any, states: States, *args: Any) -> tuple:
+    """``run_rounds(states, *args)`` with its metrics and finiteness flags on the host."""
+    states, metrics, finite = run_rounds(states, *args)
+    return (states, *jax.device_get((metrics, finite)))
 
 
 def _check_states(given: States, expected: States) -> None:
@@ -187,14 +211,17 @@ def _check_states(given: States, expected: States) -> None:
 
 
 def _scan_rounds(simulation: Simulation):
-    """``(states, key, first, count, inputs) -> (states, metrics, finite)``: rounds
-    ``first .. first + count - 1``, their metrics stacked, and for each ``entry.slot``
-    whether the floating leaves the round updates are all finite after the last round."""
-    def run(states: States, key: jax.Array, first: jax.Array, count: int, inputs: Any):
+    """``(states, key, first, inputs, tables, *, count) -> (states, metrics, finite)``:
+    rounds ``first .. first + count - 1``, their metrics stacked, and for each
+    ``entry.slot`` whether the floating leaves the round updates are all finite after the
+    last round."""
+    def run(states: States, key: jax.Array, first: jax.Array, inputs: Any, tables: Any, *,
+            count: int):
         updated: list[bool] = []  # per leaf, whether the round replaces it (seen at trace time)
 
         def one(states, r):
-            new, metrics = simulation.round(states, jax.random.fold_in(key, r), inputs)
+            new, metrics = simulation.round(states, jax.random.fold_in(key, r), inputs, r,
+                                            tables)
             if not updated:
                 updated.extend(a is not b for a, b in
                                zip(jax.tree.leaves(new), jax.tree.leaves(states)))

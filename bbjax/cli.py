@@ -6,6 +6,10 @@ and ``metrics.png`` (accuracy and loss per round) to ``--out``.
 ``--checkpoint-dir DIR [--checkpoint-every K]`` writes checkpoints; ``--resume DIR``
 continues that run from its latest one, exactly as if it had not stopped.
 
+``bbjax export-client ARTIFACT --target CLASS -o client.onnx`` writes the (inlined) partition
+of peer class CLASS of a saved artifact as a standalone ONNX model for
+:class:`bbjax.onnxclient.OnnxClient` (docs/onnxclient.md).
+
 Exit status: 0 on success, 1 when the run diverged (the metrics of the rounds run are still
 written), 2 for any other bbjax error (an invalid configuration, say), with a one-line
 message on stderr."""
@@ -18,7 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from bbjax.errors import BbjaxError, ConfigError, DivergenceError
 
@@ -52,13 +56,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "with its configuration (--rounds and --set change it), writing "
                           "further checkpoints to DIR unless --checkpoint-dir says otherwise")
     sim.add_argument("--list", action="store_true", help="list the named configurations")
+    client = commands.add_parser("export-client",
+                                 help="write a peer class's partition as a model onnxruntime runs")
+    client.add_argument("artifact", help="a compiled artifact (Compiled.save)")
+    client.add_argument("--target", required=True, metavar="CLASS",
+                        help="the peer class (or partition name) to export, e.g. client")
+    client.add_argument("-o", "--out", required=True, metavar="FILE",
+                        help="where to write the client model (.onnx)")
     args = parser.parse_args(argv)
     try:
-        return _simulate(args)
+        return _export_client(args) if args.command == "export-client" else _simulate(args)
     except BbjaxError as exc:
         message = " ".join(str(exc).split())
         print(f"bbjax: error: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1 if isinstance(exc, DivergenceError) else 2
+
+
+def _export_client(args: argparse.Namespace) -> int:
+    from bbjax.compiler import load
+    from bbjax.compiler.export_client import CLIENT_METADATA, export_client
+
+    try:
+        compiled = load(args.artifact)
+    except BbjaxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a missing file, bytes that are no ONNX model
+        raise ConfigError(f"cannot read artifact {args.artifact!r}: {type(exc).__name__}: "
+                          f"{exc}") from None
+    model = export_client(compiled, args.target)
+    meta = json.loads({p.key: p.value for p in model.metadata_props}[CLIENT_METADATA])
+    _save_model(model, args.out)
+    ports = ", ".join([f"receives {r['port']!r} from {r['source_class']}" for r in meta["receives"]]
+                      + [f"sends {s['port']!r} to {s['dest_class']}" for s in meta["sends"]])
+    leaves = sum(len(s["inputs"]) for s in meta["state"].values())
+    print(f"wrote {args.out}: {meta['partition']} ({ports}; {leaves} state leaves of slots "
+          f"{sorted(meta['state'])})")
+    return 0
+
+
+def _save_model(model: Any, path: str) -> None:
+    """Write ``model`` to ``path`` (:class:`ConfigError` when it cannot be written)."""
+    import onnx
+
+    try:
+        onnx.save(model, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path!r}: {exc}") from None
 
 
 def _simulate(args: argparse.Namespace) -> int:

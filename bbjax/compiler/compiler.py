@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -9,6 +10,7 @@ import onnx
 
 from bbjax.compiler import annotations as ann
 from bbjax.compiler.compiled import Compiled
+from bbjax.compiler.inline import inline_slots
 from bbjax.errors import CompileError
 from bbjax.compiler.partition import partition_by_peer_class
 from bbjax.compiler.passport import stamp_passport
@@ -33,6 +35,7 @@ class CompileContext:
     module: str
     bindings: Mapping[str, Component]
     per_hop_budget_ns: int = DEFAULT_PER_HOP_BUDGET_NS
+    inline: frozenset[str] | None = None  # the slots ``inline_slots`` may inline (None: all)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ DEFAULT_PASSES: tuple[Pass, ...] = (
     Pass("insert_deadlines", insert_deadlines),
     Pass("validate_runtime_complete", validate_runtime_complete),
     Pass("partition_by_peer_class", partition_by_peer_class),
+    Pass("inline_slots", inline_slots),
     Pass("stamp_passport", stamp_passport),
 )
 
@@ -63,14 +67,23 @@ class Compiler:
 
     ``passes`` is the ordered, editable list of named passes; each is a pure
     ``(ModelProto, CompileContext) -> ModelProto`` function.
+
+    ``inline`` (pass ``inline_slots``, :mod:`bbjax.compiler.inline`): ``True`` splices the
+    methods of every slot whose component exports into its partitions, a collection of
+    slot names only those slots', ``False`` none (the pass is left out: every slot call
+    stays an opaque node, as before inlining existed).
     """
 
-    def __init__(self, per_hop_budget_ns: int = DEFAULT_PER_HOP_BUDGET_NS) -> None:
+    def __init__(self, per_hop_budget_ns: int = DEFAULT_PER_HOP_BUDGET_NS,
+                 inline: bool | Collection[str] = True) -> None:
         if per_hop_budget_ns <= 0:
             raise CompileError(f"per_hop_budget_ns must be positive, got {per_hop_budget_ns}")
         self.bindings: dict[str, Component] = {}
         self.passes: list[Pass] = list(DEFAULT_PASSES)
         self.per_hop_budget_ns = per_hop_budget_ns
+        self.inline = _inline_option(inline)
+        if inline is False:
+            self.remove("inline_slots")
 
     def bind(self, slot: str, component: Component) -> "Compiler":
         if not isinstance(component, Component):
@@ -121,13 +134,24 @@ class Compiler:
         return Compiled(compiled, dict(self.bindings))
 
     def _context(self, name: str) -> CompileContext:
-        return CompileContext(name, dict(self.bindings), self.per_hop_budget_ns)
+        return CompileContext(name, dict(self.bindings), self.per_hop_budget_ns, self.inline)
 
     def _run_passes(self, model: onnx.ModelProto, name: str) -> onnx.ModelProto:
         context = self._context(name)
         for pass_ in self.passes:
             model = pass_.run(model, context)
         return model
+
+
+def _inline_option(inline: bool | Collection[str]) -> frozenset[str] | None:
+    """``Compiler(inline=...)`` as the context's slot selection (None: every slot)."""
+    if isinstance(inline, bool):
+        return None
+    if isinstance(inline, str) or not isinstance(inline, Collection) or \
+            not all(isinstance(s, str) and s for s in inline):
+        raise CompileError(f"inline must be True, False or a collection of slot names, got "
+                           f"{inline!r}")
+    return frozenset(inline)
 
 
 def bootstrap_name(module: str) -> str:

@@ -4,7 +4,7 @@ Model metadata, each key after ``ai.bytesandbrains.``:
 
 * ``compiled`` = the format version; ``compiler`` = the bbjax version;
 * ``binding.<target>.<slot>`` = ``<role>|<component name>`` for each slot partition
-  ``<target>`` calls;
+  ``<target>`` calls, through slot calls or inlined (:mod:`bbjax.compiler.inline`);
 * ``fingerprint.<slot>`` = the bound component's :attr:`~bbjax.components.Component.fingerprint`
   and ``component.<slot>`` = its ``fingerprint_parts`` as canonical JSON;
 * ``hash.<target>`` = SHA-256 of the partition's deterministic serialization followed by
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from bbjax.compiler import annotations as ann
+from bbjax.compiler.inline import inlined_slots
 from bbjax.components.component import Component, canonical_json, digest
 from bbjax.errors import NotCompiledError, PassportError
 
@@ -47,13 +48,14 @@ def compiler_version() -> str:
 
 
 def called_slots(function: onnx.FunctionProto) -> list[str]:
-    """The slots ``function`` calls, sorted; :class:`PassportError` for a slot call that
-    does not name its slot (an altered artifact)."""
+    """The slots ``function`` calls (through slot calls, or inlined), sorted;
+    :class:`PassportError` for a slot call that does not name its slot (an altered
+    artifact)."""
     slots = {ann.get(n, ann.SLOT) for n in function.node if ann.is_slot_call(n)}
     if not all(isinstance(slot, str) and slot for slot in slots):
         raise PassportError(f"partition {function.name!r} has a slot call that names no slot "
                             f"(annotation {ann.SLOT!r} missing or empty)")
-    return sorted(slots)
+    return sorted(slots | set(inlined_slots(function)))
 
 
 def slot_keys(function: onnx.FunctionProto, slot: str) -> tuple[str, str, str]:

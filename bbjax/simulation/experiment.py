@@ -24,6 +24,7 @@ from bbjax.components import (Component, flax_model, padded_data_source, rule_ag
 from bbjax.data import FederatedData, load_npz, synthetic, synthetic_iid, train_test_split
 from bbjax.errors import ConfigError
 from bbjax.modules import FedAvgRound, ScaffoldRound
+from bbjax.modules.secure_fedavg import SecureFedAvgRound
 from bbjax.simulation.history import History
 from bbjax.simulation.population import Peers
 from bbjax.simulation.run import simulate
@@ -44,6 +45,7 @@ RULES = {  # name -> the rule for a cohort of n clients (defaults as in Flower)
 
 DATASETS = ("synthetic", "synthetic_iid")  # or the path of a .npz file
 MODELS = ("logreg", "mlp")
+SECURE = ("none", "pet")
 RULE_NAMES = (*RULES, "scaffold")
 
 
@@ -60,7 +62,10 @@ class FedAvgConfig:
     ``"scaffold"``: ``ScaffoldRound`` with ``scaffold_model`` clients). Accuracy and loss on
     the pooled test examples are measured every ``eval_every`` rounds. ``max_weight``
     (``None``: no cap) rejects a client reporting more examples than that, as it rejects
-    non-finite updates; the ``rejected`` metric counts them.
+    non-finite updates; the ``rejected`` metric counts them. ``secure``: ``"none"`` or
+    ``"pet"``, FedAvg under PET masking (:class:`~bbjax.modules.secure_fedavg.
+    SecureFedAvgRound`, no ``rule``): each client's scalar is its example count over
+    ``max_weight``, or over the largest client's training size when ``max_weight`` is None.
 
     Every field is checked when the configuration is made (type, range, finiteness,
     allowed names); :class:`ConfigError` names the field, the value and what is allowed.
@@ -82,6 +87,7 @@ class FedAvgConfig:
     hidden: int = 64
     rule: str | None = None
     max_weight: float | None = None
+    secure: str = "none"
     eval_every: int = 1
     seed: int = 0
 
@@ -92,6 +98,9 @@ class FedAvgConfig:
             raise ConfigError(f"clients_per_round must be at most num_clients "
                               f"({self.num_clients}), got {self.clients_per_round}",
                               field="clients_per_round")
+        if self.secure == "pet" and self.rule is not None:
+            raise ConfigError(f"secure='pet' aggregates by FedAvg; rule must be null, got "
+                              f"{self.rule!r}", field="secure")
 
     def replace(self, **changes: Any) -> FedAvgConfig:
         """A copy with ``changes``, checked; raises :class:`ConfigError` for an unknown
@@ -150,7 +159,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "test_fraction": _real(check_open_unit), "clients_per_round": _count, "rounds": _count,
     "local_steps": _count, "batch_size": _count, "learning_rate": _real(check_positive),
     "model": _choice(MODELS), "hidden": _count, "rule": _choice(RULE_NAMES, optional=True),
-    "max_weight": _optional_positive, "eval_every": _count, "seed": _seed,
+    "max_weight": _optional_positive, "secure": _choice(SECURE), "eval_every": _count,
+    "seed": _seed,
 }
 
 
@@ -270,7 +280,11 @@ def build(config: FedAvgConfig) -> Experiment:
     source = padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch)
     bindings = {"model": model, "data": source}
     n = config.clients_per_round
-    if config.rule is None:
+    if config.secure == "pet":
+        cap = config.max_weight or float(train.sizes.max())
+        round_module = SecureFedAvgRound(config.local_steps, max_weight=cap)
+        bindings["pet"] = round_module.masking(model.init(jax.random.PRNGKey(config.seed)).params)
+    elif config.rule is None:
         round_module = FedAvgRound(config.local_steps, max_weight=config.max_weight)
     elif config.rule == "scaffold":
         initial = model.init(jax.random.PRNGKey(config.seed)).params
@@ -283,14 +297,18 @@ def build(config: FedAvgConfig) -> Experiment:
         bindings["aggregator"] = rule_aggregator(RULES[config.rule](n), n, initial)
         round_module = FedAvgRound(config.local_steps, num_clients=n, aggregator=True,
                                    max_weight=config.max_weight)
-    compiler = Compiler()
+    # the pet slot stays opaque: its masking runs as the JAX it is written in
+    compiler = Compiler(inline=sorted(set(bindings) - {"pet"})) if "pet" in bindings \
+        else Compiler()
     for slot, component in bindings.items():
         compiler = compiler.bind(slot, component)
     compiled = compiler.compile(round_module)
     clients = Peers(config.num_clients, init_args={"data": (train.x, train.y, train.sizes)},
                     cohort=config.clients_per_round)
-    return Experiment(config, compiled, {"server": Peers(1), "client": clients}, bindings,
-                      train, test)
+    population = {"server": Peers(1), "client": clients}
+    if config.secure == "pet":
+        population["sum"] = Peers(1)
+    return Experiment(config, compiled, population, bindings, train, test)
 
 
 def _dataset(config: FedAvgConfig) -> FederatedData:

@@ -6,13 +6,13 @@ kernel when ``jax.default_backend()`` is ``"gpu"`` or ``"tpu"`` and the referenc
 """
 
 from kernels.chacha20 import chacha20_blocks, chacha20_blocks_pallas, chacha20_blocks_reference
-from kernels.masked_sum import masked_sum, masked_sum_pallas, masked_sum_reference
+from kernels.masked_sum import modular_sum, modular_sum_pallas, modular_sum_reference
 
 __all__ = [
     "chacha20_blocks",
     "chacha20_blocks_pallas",
     "chacha20_blocks_reference",
-    "masked_sum",
-    "masked_sum_pallas",
-    "masked_sum_reference",
+    "modular_sum",
+    "modular_sum_pallas",
+    "modular_sum_reference",
 ]

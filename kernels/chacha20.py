@@ -37,24 +37,38 @@ def _rotl(x: jax.Array, n: int) -> jax.Array:
     return (x << np.uint32(n)) | (x >> np.uint32(32 - n))
 
 
-def block_words(key: list[jax.Array], lo: jax.Array, hi: jax.Array) -> list[jax.Array]:
+def _double_round(x: list[jax.Array]) -> list[jax.Array]:
+    x = list(x)
+    for a, b, c, d in _ROUNDS:
+        x[a] = x[a] + x[b]
+        x[d] = _rotl(x[d] ^ x[a], 16)
+        x[c] = x[c] + x[d]
+        x[b] = _rotl(x[b] ^ x[c], 12)
+        x[a] = x[a] + x[b]
+        x[d] = _rotl(x[d] ^ x[a], 8)
+        x[c] = x[c] + x[d]
+        x[b] = _rotl(x[b] ^ x[c], 7)
+    return x
+
+
+def block_words(key: list[jax.Array], lo: jax.Array, hi: jax.Array, *,
+                rolled: bool = False) -> list[jax.Array]:
     """The 16 output words of the ChaCha20 blocks with counters ``(lo, hi)``: ``key`` is
-    the 8 key words, each broadcastable against ``lo`` and ``hi`` (all uint32)."""
+    the 8 key words, each broadcastable against ``lo`` and ``hi`` (all uint32).
+
+    Unrolled, the 20 rounds are one straight-line computation XLA fuses into one loop;
+    ``rolled`` runs the 10 double rounds as a ``fori_loop`` instead (a kernel body that
+    compiles quickly)."""
     shape = jnp.broadcast_shapes(lo.shape, hi.shape, *(k.shape for k in key))
     zero = jnp.zeros(shape, jnp.uint32)
     init = [zero + np.uint32(s) for s in SIGMA] + [zero + k for k in key]
     init += [zero + lo, zero + hi, zero, zero]
-    x = list(init)
-    for _ in range(10):
-        for a, b, c, d in _ROUNDS:
-            x[a] = x[a] + x[b]
-            x[d] = _rotl(x[d] ^ x[a], 16)
-            x[c] = x[c] + x[d]
-            x[b] = _rotl(x[b] ^ x[c], 12)
-            x[a] = x[a] + x[b]
-            x[d] = _rotl(x[d] ^ x[a], 8)
-            x[c] = x[c] + x[d]
-            x[b] = _rotl(x[b] ^ x[c], 7)
+    if rolled:
+        x = jax.lax.fori_loop(0, 10, lambda _, x: _double_round(x), init)
+    else:
+        x = init
+        for _ in range(10):
+            x = _double_round(x)
     return [xi + si for xi, si in zip(x, init)]
 
 
@@ -80,7 +94,7 @@ def chacha20_blocks_reference(keys: jax.Array, counter_lo: jax.Array,
 
 def _kernel(*refs):
     key = [ref[...] for ref in refs[:8]]
-    for ref, w in zip(refs[10:], block_words(key, refs[8][...], refs[9][...])):
+    for ref, w in zip(refs[10:], block_words(key, refs[8][...], refs[9][...], rolled=True)):
         ref[...] = w
 
 

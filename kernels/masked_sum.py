@@ -33,16 +33,16 @@ def add_mod(a: Limbs, b: Limbs, q: Limbs) -> Limbs:
 
 def _check(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.Array) -> None:
     if lo.ndim != 2 or hi.shape != lo.shape or q_lo.shape != lo.shape[1:] or q_hi.shape != q_lo.shape:
-        raise InvalidArgument(f"masked_sum: expected lo, hi [P, M] and q_lo, q_hi [M]; got "
+        raise InvalidArgument(f"modular_sum: expected lo, hi [P, M] and q_lo, q_hi [M]; got "
                               f"{lo.shape}, {hi.shape}, {q_lo.shape}, {q_hi.shape}")
     if lo.shape[0] == 0:
-        raise InvalidArgument("masked_sum: nothing to sum (P = 0)")
+        raise InvalidArgument("modular_sum: nothing to sum (P = 0)")
     if not all(a.dtype == jnp.uint32 for a in (lo, hi, q_lo, q_hi)):
-        raise InvalidArgument("masked_sum: every input must be uint32")
+        raise InvalidArgument("modular_sum: every input must be uint32")
 
 
 @jax.jit
-def masked_sum_reference(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.Array) -> Limbs:
+def modular_sum_reference(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.Array) -> Limbs:
     """Pure-jnp modular sum over participants, as a pairwise tree (module docstring)."""
     _check(lo, hi, q_lo, q_hi)
     while lo.shape[0] > 1:
@@ -62,9 +62,9 @@ def _kernel(lo_ref, hi_ref, q_lo_ref, q_hi_ref, out_lo_ref, out_hi_ref, *, rows:
 
 
 @functools.partial(jax.jit, static_argnames=("rows", "tile", "interpret"))
-def masked_sum_pallas(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.Array, *,
+def modular_sum_pallas(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.Array, *,
                       rows: int = 8, tile: int = 512, interpret: bool = False) -> Limbs:
-    """The same modular sum as :func:`masked_sum_reference`, as a Pallas kernel that adds
+    """The same modular sum as :func:`modular_sum_reference`, as a Pallas kernel that adds
     ``rows`` participants of a ``tile`` of elements per step, repeated until one row is
     left (inputs are padded with zeros, the identity, to whole tiles);
     ``interpret=True`` runs it on any backend."""
@@ -90,9 +90,9 @@ def masked_sum_pallas(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.A
             return lo[0, :m], hi[0, :m]
 
 
-def masked_sum(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.Array) -> Limbs:
+def modular_sum(lo: jax.Array, hi: jax.Array, q_lo: jax.Array, q_hi: jax.Array) -> Limbs:
     """The modular sum over participants: the Pallas kernel on GPU and TPU, the pure-jnp
     reference elsewhere."""
     if jax.default_backend() in ("gpu", "tpu"):
-        return masked_sum_pallas(lo, hi, q_lo, q_hi)
-    return masked_sum_reference(lo, hi, q_lo, q_hi)
+        return modular_sum_pallas(lo, hi, q_lo, q_hi)
+    return modular_sum_reference(lo, hi, q_lo, q_hi)

@@ -32,7 +32,7 @@ from bbjax.protocols.pet.limbs import U64
 from bbjax.protocols.pet.object import MaskObject, MaskUnit, MaskVect
 from bbjax.protocols.pet.rejection import Draw
 from bbjax.protocols.pet.seed import MaskSeed
-from kernels.masked_sum import masked_sum
+from kernels.masked_sum import modular_sum
 
 MAX_LENGTH = 2**24  # outputs and candidate indices stay int32; keystreams below 2**32 words
 _BUDGET = 2**23  # elements of one [N, chunk] array of the block scan, at most
@@ -99,8 +99,8 @@ def mask_limbs(dc: DeviceConfig, keys: jax.Array, scalars: jax.Array, weights: j
 @jax.jit
 def aggregate_limbs(masked: U64, orders: U64) -> U64:
     """The modular sum over participants of ``masked`` (U64 [N, M]) with per-element
-    ``orders`` (U64 [M]), through :func:`kernels.masked_sum.masked_sum`."""
-    return U64(*masked_sum(masked.lo, masked.hi, orders.lo, orders.hi))
+    ``orders`` (U64 [M]), through :func:`kernels.masked_sum.modular_sum`."""
+    return U64(*modular_sum(masked.lo, masked.hi, orders.lo, orders.hi))
 
 
 class VectorizedMasker:

@@ -3,6 +3,7 @@ the bindings install is a SnapshotError naming the member or field at fault."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -16,7 +17,9 @@ import pytest
 from bbjax.compiler import annotations as ann
 from bbjax.errors import PassportError, SnapshotError
 from bbjax.runtime import encode_tensor
+from bbjax.runtime.fifo import Queue
 from bbjax.runtime.node import Node, Outbound
+from bbjax.runtime.node_state import state_to_bytes
 from tests.runtime.conftest import mid_round_snapshots, round_network
 from tests.runtime.strategies import members, rezip
 
@@ -132,18 +135,14 @@ def _meta_of(data: bytes) -> dict:
 
 
 def _fixed_fields(data: bytes) -> list[tuple]:
-    """Key paths of the schema's fixed records (maps keyed by slot, port or peer left out)."""
-    maps = {("config", "peers"), ("state", "slots"), ("state", "pending"),
-            ("state", "gathered"), ("state", "health", "failures"),
-            ("state", "health", "retry_at")}
-    return [p for p in _paths(_meta_of(data)) if not any(p[:len(m)] == m and len(p) > len(m)
-                                                         for m in maps)]
+    """Key paths of the schema's fixed records (the map keyed by class left out)."""
+    return [p for p in _paths(_meta_of(data)) if not (p[:2] == ("config", "peers") and len(p) > 2)]
 
 
 def test_every_missing_meta_field_is_named(snapshots, bindings):
     data = snapshots["gathered"]
     fields = _fixed_fields(data)
-    assert ("state", "held") in fields and ("config", "limits", "max_fills") in fields
+    assert ("config", "peers") in fields and ("config", "limits", "max_fills") in fields
     for path in fields:
         def drop(meta, path=path):
             target = meta
@@ -157,6 +156,7 @@ def test_every_missing_meta_field_is_named(snapshots, bindings):
 
 @pytest.mark.parametrize(("path", "value", "match"), [
     (("format",), 1, "format 1"),
+    (("format",), 2, "meta.format: snapshot format 2, this version reads 3"),
     (("peer",), -1, r"meta.peer: expected an integer"),
     (("peer",), "0", r"meta.peer"),
     (("peer",), True, r"meta.peer"),
@@ -164,26 +164,8 @@ def test_every_missing_meta_field_is_named(snapshots, bindings):
     (("config", "max_pending"), 0, r"max_pending"),
     (("config", "limits", "max_fills"), 2**16, r"max_fills"),
     (("config", "peers", "client"), [1, 1], r"repeats a peer id"),
-    (("state", "sequence"), 2**64, r"meta.state.sequence"),
-    (("state", "sequence"), 1.5, r"meta.state.sequence"),
-    (("state", "slots", "model"), 3, r"slots\['model'\]: 3 state arrays"),
-    (("state", "slots", "extra"), 1, r"meta.state.slots: the snapshot has slots"),
-    (("state", "pending", "update"), 10**6, r"pending/update/0/0.* missing"),
-    (("state", "pending", "other"), 0, r"meta.state.pending"),
-    (("state", "gathered", "update"), [3], r"distinct senders"),
-    (("state", "gathered", "update"), [1, 1], r"distinct senders"),
-    (("state", "inbound"), 5000, r"over max_inbound"),
-    (("state", "seen"), 10**6, r"over dedup_window"),
-    (("state", "started"), ["fedavg_server"], r"not installed entry partitions"),
-    (("state", "held"), [{"peer": 1, "ports": ["update"], "deadline_ns": None,
-                          "expiry_ns": None}], r"held\[0\].ports"),
-    (("state", "held"), [{"peer": 1, "ports": ["global"], "deadline_ns": -5,
-                          "expiry_ns": None}], r"held\[0\].deadline_ns"),
-    (("state", "health", "failures"), {"01": 2}, r"not a peer id"),
-    (("state", "health", "failures"), {"1": 0}, r"failures\['1'\]"),
-    (("state", "events"), [{"rejected": {"kind": "nonsense", "detail": "", "source": None,
-                                         "port": None}}], r"kind: expected one of"),
-    (("state", "events"), [{"shout": {}}], r"events\[0\]: expected one of"),
+    (("config", "inputs"), ["x"], r"'input/0' is missing"),
+    (("config", "state"), {}, r"meta.config: missing fields \[\], unknown fields \['state'\]"),
     (("targets",), ["nowhere"], r"does not install"),
 ])
 def test_a_wrong_meta_field_is_a_snapshot_error_naming_it(snapshots, bindings, path, value,
@@ -203,35 +185,32 @@ def _replace_member(data: bytes, name: str, payload: bytes) -> bytes:
     return rezip(contents)
 
 
-@pytest.mark.parametrize(("name", "array", "match"), [
-    ("slots/model/0", np.zeros((4, 4), np.float32), r"slots/model/0: float32\[4, 4\]"),
-    ("slots/model/0", np.zeros((4, 3), np.float64), r"slots/model/0: float64\[4, 3\]"),
-    ("slots/model/1", np.zeros((), np.float32), r"slots/model/1: float32\[\]"),
-    ("gathered/update/1/2", np.zeros((1,), np.float32), r"gathered/update/1/2"),
-    ("gathered/update/1/3", np.zeros((), np.float32), r"gathered/update/1/3: float32"),
-    ("seen", np.zeros(2, np.uint64), r"seen: uint64\[2\]"),
-])
-def test_a_state_or_message_of_the_wrong_dtype_or_shape_is_a_snapshot_error(
-        snapshots, bindings, name, array, match):
-    data = _replace_member(snapshots["gathered"], name, encode_tensor(array))
-    refused(data, bindings, match)
+def test_the_state_is_checked_against_the_node_the_snapshot_installs(snapshots, bindings):
+    """The state's fields (``test_node_state.py`` checks each) are read against the config
+    of the snapshot's own meta: fewer inbound envelopes allowed there refuses the state."""
+    data = with_meta(snapshots["gathered"], lambda meta: meta["config"].update(max_inbound=1))
+    refused(data, bindings, r"state.inbound: 2 items, over max_inbound = 1")
+    restored = Node.restore(snapshots["pending"], bindings)
+    message = list(next(iter(restored.state.pending["update"])))
+    message[-1] = np.ones(3, bool)  # the arrival mask of a round of three senders
+    state = dataclasses.replace(restored.state, pending={"update": Queue([message])})
+    data = _replace_member(snapshots["pending"], "state", state_to_bytes(state))
+    refused(data, bindings, r"state.pending\['update'\]\[0\]\[\d\]: bool\[3\].*bool\[2\]")
 
 
-def test_a_queued_round_of_the_wrong_shape_is_a_snapshot_error(snapshots, bindings):
-    data = _replace_member(snapshots["pending"], "pending/update/0/4",  # the arrival mask
-                           encode_tensor(np.ones(3, bool)))
-    refused(data, bindings, r"pending/update/0/4: bool\[3\].*bool\[2\]")
-
-
-def test_a_member_that_is_no_tensor_is_a_snapshot_error(snapshots, bindings):
-    data = _replace_member(snapshots["gathered"], "slots/model/0", b"\x01\x02" + bytes(9))
-    refused(data, bindings, "slots/model/0")
+def test_a_state_member_that_is_no_state_is_a_snapshot_error(snapshots, bindings):
+    data = _replace_member(snapshots["gathered"], "state", b"\x01\x02" + bytes(9))
+    refused(data, bindings, r"state: starts with b'\\x01\\x02\\x00\\x00', not b'BBNS'")
+    state = members(snapshots["gathered"])["state"]
+    flipped = state[:-5] + bytes([state[-5] ^ 1]) + state[-4:]  # the last field's last byte
+    data = _replace_member(snapshots["gathered"], "state", flipped)
+    refused(data, bindings, r"state: stored CRC32")
 
 
 def test_a_missing_or_extra_member_is_a_snapshot_error(snapshots, bindings):
     contents = members(snapshots["gathered"])
-    del contents["slots/model/1"]
-    refused(rezip(contents), bindings, "'slots/model/1' is missing")
+    del contents["state"]
+    refused(rezip(contents), bindings, "'state' is missing")
     contents = members(snapshots["gathered"])
     contents["slots/extra/0"] = encode_tensor(np.zeros(3, np.float32))
     refused(rezip(contents), bindings, r"slots/extra/0.*belong to nothing")

@@ -1,6 +1,8 @@
 """Corrupted snapshots: whatever the bytes, ``Node.restore`` gives a SnapshotError or a
 node, and a node only when it is the original (bit flips, truncations) or one that
-snapshots and restores to itself and polls without raising (members rewritten whole)."""
+snapshots and restores to itself and polls without raising (members rewritten whole).
+Whatever the state bytes, ``state_from_bytes`` gives a SnapshotError or a state whose bytes
+they are exactly, and which polls without raising."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from hypothesis import strategies as st
 
 from bbjax.errors import SnapshotError
 from bbjax.runtime.node import Node
-from tests.runtime.strategies import members, rezip
+from bbjax.runtime.node_state import state_from_bytes, state_to_bytes
+from tests.runtime.state_bytes import reseal
+from tests.runtime.strategies import members, mutations, rezip
 
 FLIPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REWRITES = settings(max_examples=200, deadline=None,
@@ -72,7 +76,8 @@ def test_every_prefix_is_a_snapshot_error(snapshots, bindings, data, which):
 @st.composite
 def rewritten(draw: st.DrawFn, data: bytes) -> bytes:
     """``data`` with one member's bytes (or one meta.json value) changed and the archive
-    rebuilt, so the corruption gets past the zip CRCs into the member's own decoder."""
+    rebuilt, so the corruption gets past the zip CRCs into the member's own decoder (and,
+    half of the time, past the state's own CRC into its field decoder)."""
     contents = members(data)
     name = draw(st.sampled_from(sorted(contents)))
     raw = bytearray(contents[name])
@@ -84,6 +89,8 @@ def rewritten(draw: st.DrawFn, data: bytes) -> bytes:
         contents[name] = bytes(raw)
     else:
         contents[name] = bytes(raw[:draw(st.integers(0, max(len(raw) - 1, 0)))])
+    if name == "state" and draw(st.booleans()):
+        contents[name] = reseal(contents[name])
     return rezip(contents)
 
 
@@ -154,7 +161,7 @@ def test_a_bit_flip_in_every_structural_byte_is_a_snapshot_error_or_the_same_nod
         snapshots, bindings):
     original = snapshots["pending"]
     offsets = _structure(original)
-    assert 1000 < len(offsets) < len(original) // 10
+    assert 200 < len(offsets) < len(original) // 10
     restored = 0
     for offset in offsets:
         flipped = bytearray(original)
@@ -163,3 +170,26 @@ def test_a_bit_flip_in_every_structural_byte_is_a_snapshot_error_or_the_same_nod
         assert node is None or node.snapshot() == original, offset
         restored += node is not None
     assert 0 < restored < len(offsets) // 2
+
+
+@FLIPS
+@given(st.data(), WHICH)
+def test_mutated_state_bytes_are_a_snapshot_error_or_exactly_a_state_that_polls(
+        gather_case, snapshots, data, which):
+    original = members(snapshots[which])["state"]
+    edited = data.draw(mutations(original, resealed=False))
+    if data.draw(st.booleans()):
+        edited = reseal(edited)
+    node = gather_case.node
+    try:
+        state = state_from_bytes(edited, node.ctx)
+    except SnapshotError as error:
+        event(f"SnapshotError: {str(error).split(':')[0][:40]}")
+        return
+    event("read")
+    assert state_to_bytes(state) == edited  # canonical: no other bytes give this state
+    node.state = state
+    try:
+        node.poll(now=0.0)
+    finally:
+        gather_case.reset()

@@ -1,7 +1,8 @@
 """FedAvg with one client that runs on onnxruntime, without JAX.
 
 ``FedAvgRound`` is compiled with its slots inlined (the default), so the client partition is
-one ONNX program. ``bbjax export-client`` writes it as ``client.onnx``; an
+one ONNX program: the model's training steps and the data source's batches (its threefry
+shuffling included). ``bbjax export-client`` writes it as ``client.onnx``; a
 ``bbjax.onnxclient.OnnxClient`` runs it and talks to a JAX server over envelope bytes, next
 to two JAX client Nodes. The same rounds with three JAX clients give the same global model
 (float32 rounding apart).
@@ -15,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -23,7 +23,6 @@ from flax import nnx
 import bbjax
 from bbjax import cli
 from bbjax.compiler.export_client import client_state
-from bbjax.components import Component, Role
 from bbjax.modules import FedAvgRound
 from bbjax.onnxclient import OnnxClient
 
@@ -42,32 +41,12 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def cycling_source(x: np.ndarray, y: np.ndarray, batch_size: int) -> Component:
-    """A DataSource serving its rows in order, batch after batch (no randomness, so the
-    inlined partition needs no ops onnxruntime lacks)."""
-    batches = x.shape[0] // batch_size
-
-    def init(key, x=x, y=y):
-        return {"x": jnp.asarray(x), "y": jnp.asarray(y), "position": jnp.int32(0)}
-
-    def next_batch(state):
-        start = state["position"] * batch_size
-        rows = [jax.lax.dynamic_slice_in_dim(state[k], start, batch_size) for k in ("x", "y")]
-        return {**state, "position": (state["position"] + 1) % batches}, tuple(rows)
-
-    def num_examples(state):
-        return state, jnp.int32(x.shape[0])
-
-    return Component(Role.DATA_SOURCE, init,
-                     {"next_batch": next_batch, "num_examples": num_examples},
-                     "cycling_source", config={"batch_size": batch_size})
-
-
-def shard(peer: int, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def shard(peer: int, n: int = 64) -> tuple[np.ndarray, np.ndarray, int]:
+    """Peer ``peer``'s rows, padded to ``n``, and how many are real."""
     rng = np.random.default_rng(peer)
     x = rng.normal(size=(n, 8)).astype(np.float32)
     y = np.argmax(x @ np.random.default_rng(0).normal(size=(8, 3)), axis=1).astype(np.int32)
-    return x, y
+    return x, y, n - 8 * peer
 
 
 def deliver_all(server, peers: dict) -> dict[str, float]:
@@ -89,7 +68,8 @@ def main(rounds: int = 5, workdir: str | None = None) -> tuple[list[float], floa
     """The server's train loss per round with the onnxruntime client, and the largest
     difference between its global model and the one three JAX clients give."""
     model = bbjax.components.flax_model(LogReg(nnx.Rngs(0)), optax.sgd(0.5), cross_entropy)
-    sources = {p: cycling_source(*shard(p), batch_size=16) for p in CLIENTS}
+    sources = {p: bbjax.components.padded_data_source(*shard(p), batch_size=16)
+               for p in CLIENTS}
     compiled = (bbjax.Compiler().bind("model", model).bind("data", sources[1])
                 .compile(FedAvgRound(local_steps=4)))
 

@@ -8,7 +8,9 @@ outputs ``next_state.<slot>.<path>``; given ``states``, their values are stored 
 initializers of the same names (defaults a client may override). Model metadata
 ``bbjax.client`` (JSON) says what a client needs: the source partition, its peer class, the
 receive and send ports with their peer classes, array names, dtypes and shapes (and each
-send's deadline), the state leaves and the graph outputs.
+send's deadline), the state leaves and the graph outputs. Threefry sampling ops
+(``ai.bytesandbrains.random``) are rewritten as the same computation in standard ops
+(:mod:`bbjax.compiler.threefry`): the client draws the bits a JAX peer draws.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bbjax.compiler import annotations as ann
+from bbjax.compiler import threefry
 from bbjax.compiler.compiled import Compiled
 from bbjax.compiler.inline import inlined_states, slot_status, state_leaf_names
 from bbjax.compiler.passport import HASH, compiler_version, verify_passport
@@ -55,8 +58,8 @@ def export_client(compiled: Compiled, target: str,
     inputs; their layout comes from ``components`` (slot -> component, default: the ones
     ``compiled`` was compiled with). Raises :class:`CompileError` when the partition keeps
     an opaque slot (the message gives the reason recorded at compile time), uses an op
-    outside the default ONNX domain (e.g. the ``ai.bytesandbrains.random`` sampling ops),
-    gathers messages from many senders, when ``states`` come without components, or when
+    outside the default ONNX domain that has no standard form here (``ai.bytesandbrains.lax``
+    ops such as the ``ErfInv`` of normal sampling, a PRNG other than threefry2x32), gathers messages from many senders, when ``states`` come without components, or when
     the result fails ``onnx.checker``; what :func:`verify_passport` raises for the artifact.
     """
     props = verify_passport(compiled.model)
@@ -75,8 +78,11 @@ def export_client(compiled: Compiled, target: str,
     types = {v.name: v for v in function.value_info}
     nodes, inputs, outputs, receives, sends = [], [], [], [], []
     renamed: dict[str, str] = {}
-    for node in function.node:
+    for index, node in enumerate(function.node):
         if node.domain == domains.GATE:
+            continue
+        if threefry.is_random(node):
+            nodes += threefry.decompose(node, types, f"threefry.{index}.")
             continue
         if ann.is_recv(node):
             port = ann.get(node, ann.PORT)

@@ -13,7 +13,7 @@ def test_the_onnx_client_round_matches_three_jax_clients_and_learns(tmp_path):
     spec = importlib.util.spec_from_file_location("onnx_client_round", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    losses, difference = example.main(rounds=3, workdir=str(tmp_path))
+    losses, difference = example.main(rounds=2, workdir=str(tmp_path))
     assert difference < 1e-5
     assert losses[-1] < losses[0]
     assert (tmp_path / "client.onnx").stat().st_size > 0

@@ -1,5 +1,6 @@
 """An onnxruntime client takes part in FedAvg rounds against a JAX server over envelope bytes:
-two JAX clients and one OnnxClient end with the global model of three JAX clients."""
+two JAX clients and one OnnxClient end with the global model of three JAX clients (their data
+sources shuffle with threefry, which the client model draws in standard ONNX ops)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from flax import nnx
 import bbjax
 from bbjax import cli
 from bbjax.compiler.export_client import CLIENT_METADATA, client_state, export_client
-from bbjax.components import flax_model
+from bbjax.components import Component, Role, flax_model, padded_data_source
 from bbjax.errors import CompileError, InvalidArgument
 from bbjax.modules import FedAvgRound
 from bbjax.onnxclient import OnnxClient, Rejected, codec
 from bbjax.runtime import NodeConfig
-from tests.cycling_source import cycling_source
 from tests.tiny_models import Linear, cross_entropy
 
 SERVER, CLIENTS, ROUNDS = 0, (1, 2, 3), 2
@@ -33,7 +33,8 @@ def _shard(peer: int) -> tuple[np.ndarray, np.ndarray]:
     return x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0).astype(np.int32)
 
 
-SOURCES = {p: cycling_source(*_shard(p), batch_size=8) for p in CLIENTS}
+SIZES = {1: 16, 2: 11, 3: 13}  # real rows of each client's 16 padded ones
+SOURCES = {p: padded_data_source(*_shard(p), size=SIZES[p], batch_size=4) for p in CLIENTS}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,9 @@ def test_the_exported_model_carries_a_given_initial_state(compiled):
     state = {"model": MODEL.init(jax.random.key(5)), "data": SOURCES[2].init(jax.random.key(6))}
     model = export_client(compiled, "client", states=state)
     client = OnnxClient(model, peer=2, peers={"server": [SERVER]})
-    np.testing.assert_array_equal(client.state["state.data.x"], np.asarray(state["data"]["x"]))
+    np.testing.assert_array_equal(client.state["state.data.x"], np.asarray(state["data"].x))
+    np.testing.assert_array_equal(client.state["state.data.key"],
+                                  np.asarray(jax.random.key_data(state["data"].key)))
     np.testing.assert_array_equal(client.state["state.model.params.out.bias"],
                                   np.asarray(state["model"].params["out"]["bias"]))
 
@@ -166,11 +169,22 @@ def test_export_client_refuses_a_partition_that_keeps_an_opaque_slot():
         export_client(compiled, "client")
 
 
+class Noise(bbjax.Module):
+    name = "noise"
+
+    def body(self, g):
+        g.output("z", g.slot("noise").sample())
+
+
 def test_export_client_refuses_ops_onnxruntime_lacks():
-    source = bbjax.components.padded_data_source(*_shard(1), size=12, batch_size=4)
-    compiled = bbjax.Compiler().bind("model", MODEL).bind("data", source).compile(FedAvgRound(1))
-    with pytest.raises(CompileError, match="ai.bytesandbrains.random"):
-        export_client(compiled, "client")
+    def sample(state):
+        key, sub = jax.random.split(state)
+        return key, jax.random.normal(sub, (3,))  # erf_inv: an ai.bytesandbrains.lax op
+
+    noise = Component(Role.PROTOCOL, lambda key: jax.random.key_data(key), {"sample": sample})
+    compiled = bbjax.Compiler().bind("noise", noise).compile(Noise())
+    with pytest.raises(CompileError, match="ai.bytesandbrains.lax::ErfInv"):
+        export_client(compiled, "self")
 
 
 def test_the_onnx_client_refuses_a_bad_model_or_state(compiled):
@@ -184,6 +198,8 @@ def test_the_onnx_client_refuses_a_bad_model_or_state(compiled):
     with pytest.raises(InvalidArgument, match="must be float32"):
         OnnxClient(model, peer=2, peers={"server": [SERVER]},
                    state={"state.data.x": np.zeros((16, 5), np.float32)})
+    with pytest.raises(InvalidArgument, match="names no leaves"):
+        OnnxClient(model, peer=2, peers={"server": [SERVER]}, state={"state.nope": 1})
     with pytest.raises(InvalidArgument, match="needs inputs"):
         OnnxClient(model, peer=2, peers={})
     with pytest.raises(InvalidArgument, match="peer id"):

@@ -50,7 +50,7 @@ def _keys(seed: int, batch: tuple[int, ...]) -> jax.Array:
 def test_bits(seed, batch, shape, width):
     keys = _keys(seed, batch)
     dtype = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32}[width]
-    draw = lambda k: jax.random.bits(k, shape, dtype)  # noqa: E731
+    draw = lambda k: jax.random.bits(k, shape, dtype)
     for _ in batch:
         draw = jax.vmap(draw)
     got = _run("RandomBits", {"key": np.asarray(jax.random.key_data(keys))}, dtype,
@@ -71,7 +71,7 @@ def test_64_bit_draws():
 @given(st.integers(0, 2**31 - 1), BATCH, SHAPES)
 def test_split(seed, batch, shape):
     keys = _keys(seed, batch)
-    split = lambda k: jax.random.key_data(jax.random.split(k, shape))  # noqa: E731
+    split = lambda k: jax.random.key_data(jax.random.split(k, shape))
     for _ in batch:
         split = jax.vmap(split)
     got = _run("RandomSplit", {"key": np.asarray(jax.random.key_data(keys))}, np.uint32,

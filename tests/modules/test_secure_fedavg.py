@@ -5,6 +5,8 @@ precision, round after round, and agrees with the plain FedAvgRound."""
 from __future__ import annotations
 
 import itertools
+import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -14,11 +16,12 @@ import pytest
 from flax import nnx
 
 import bbjax
-from bbjax.components import flax_model, padded_data_source
-from bbjax.errors import ComponentError, InvalidArgument
+from bbjax.components import Component, Role, flax_model, padded_data_source
+from bbjax.components.pet_masking import DEFAULT_MASK_CONFIG
+from bbjax.errors import AggregationError, ComponentError, InvalidArgument
 from bbjax.modules import FedAvgRound
 from bbjax.modules.secure_fedavg import SecureFedAvgRound
-from bbjax.protocols.pet import MaskConfig
+from bbjax.protocols.pet import MaskConfig, Masker, MaskSeed
 from bbjax.simulation import Peers, Simulation
 from tests.tiny_models import Linear, cross_entropy
 
@@ -43,9 +46,36 @@ def _data(seed: int = 0) -> bbjax.data.FederatedData:
 DATA = _data()
 MODEL = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.2), cross_entropy)
 SOURCE = padded_data_source(DATA.x[0], DATA.y[0], int(DATA.sizes[0]), batch_size=5)
-ROUND = SecureFedAvgRound(local_steps=2, max_weight=MAX_WEIGHT)
+ROUND = SecureFedAvgRound(local_steps=2, max_weight=MAX_WEIGHT, num_clients=SCHEDULE.shape[1])
 PET = ROUND.masking(MODEL.init(jax.random.key(0)).params)
-BINDINGS = {"model": MODEL, "data": SOURCE, "pet": PET}
+LENGTH = 6 * 3 + 3  # the Linear model's parameters; the loss follows them
+
+
+def recording(inner: Component, k: int) -> Component:
+    """``inner`` that also keeps, in its state, what the sum participants' ``mask_sum`` and
+    the server's ``aggregate`` were given: the seeds, the masked models, the rows used (of
+    a cohort of ``k``: the round's ``num_clients``)."""
+    m = LENGTH + 2
+
+    def init(key):
+        return {"inner": inner.init(key), "seeds": jnp.zeros((k, 8), jnp.uint32),
+                "masked": (jnp.zeros((k, m), jnp.uint32),) * 2, "used": jnp.zeros(k, bool)}
+
+    def delegate(method, **record):
+        def call(state, *inputs):
+            new, out = inner.methods[method](state["inner"], *inputs)
+            seen = {field: inputs[i] for field, i in record.items()}
+            return {**state, "inner": new, **seen}, out
+        return call
+
+    return Component(Role.PROTOCOL, init, {
+        "mask": delegate("mask"), "mask_sum": delegate("mask_sum", seeds=0, used=1),
+        "aggregate": delegate("aggregate", masked=0, used=1), "unmask": delegate("unmask")},
+        "recording")
+
+
+PROBE = recording(PET, SCHEDULE.shape[1])
+BINDINGS = {"model": MODEL, "data": SOURCE, "pet": PROBE}
 
 
 def _population(secure: bool) -> dict:
@@ -73,12 +103,18 @@ def _tolerance(counts: np.ndarray, mean: np.ndarray, rows: np.ndarray) -> np.nda
     return 2 * (fixed + ulp * (5 * np.abs(mean) + 2 * np.abs(rows).max()))
 
 
+def _seen(state) -> dict:
+    """What the one server's or sum participant's recording kept."""
+    return {field: jax.tree.map(lambda a: np.asarray(a)[0], state[field])
+            for field in ("seeds", "masked", "used")}
+
+
 @pytest.fixture(scope="module")
 def secure_run():
     """Six rounds of the secure round on one jitted program: per round, the running ids,
     the server's parameters before and after, the clients' trained parameters, metrics."""
     compiled = (bbjax.Compiler(inline=["model", "data"]).bind("model", MODEL)
-                .bind("data", SOURCE).bind("pet", PET).compile(ROUND))
+                .bind("data", SOURCE).bind("pet", PROBE).compile(ROUND))
     sim = Simulation(compiled, _population(True), BINDINGS)
     step = jax.jit(lambda s, k, i, t: sim.round(s, k, None, i, t))
     states = initial = sim.init(jax.random.key(0))
@@ -89,6 +125,8 @@ def secure_run():
         rounds.append({"ids": SCHEDULE[r][SCHEDULE[r] >= 0], "before": before,
                        "after": _rows(states["server"]["model"].params)[0],
                        "local": _rows(states["client"]["model"].params),
+                       "server": _seen(states["server"]["pet"]),
+                       "sum": _seen(states["sum"]["pet"]),
                        "metrics": {k: float(v) for k, v in metrics.items()}})
     return initial, rounds
 
@@ -123,6 +161,52 @@ def test_each_round_is_the_weighted_mean_of_exactly_the_included_clients(secure_
     assert rounds[-1]["metrics"]["participants"] == 0
 
 
+def test_the_server_sees_only_masked_models_and_the_sum_participants_only_seeds(secure_run):
+    """Row by row, what the server aggregated, less the mask the reference derives from
+    the seed the sum participants got: the unit element is exactly the encoding of a
+    float32 scalar within an ulp of count / max_weight (XLA may divide by a reciprocal),
+    the parameter elements are exactly the reference Masker's masking of the client's
+    trained parameters with that scalar and seed, no element equals its plain encoding,
+    the masked elements spread uniformly over the group (a Kolmogorov-Smirnov test) and
+    the decoded losses give the round's mean loss."""
+    _, rounds = secure_run
+    vect, unit = DEFAULT_MASK_CONFIG.vect, DEFAULT_MASK_CONFIG.unit
+    b, e, b1, e1 = int(vect.add_shift), vect.exp_shift, int(unit.add_shift), unit.exp_shift
+    spread, checked = [], 0
+    for r, run in enumerate(rounds):
+        server, summed = run["server"], run["sum"]
+        np.testing.assert_array_equal(server["used"], summed["used"])
+        losses, scalars = [], []
+        for j in np.flatnonzero(server["used"]):
+            client = SCHEDULE[r][j]
+            masked = [int(lo) | int(hi) << 32 for lo, hi in zip(server["masked"][0][j],
+                                                                server["masked"][1][j])]
+            seed = MaskSeed(np.asarray(summed["seeds"][j], "<u4").tobytes())
+            mask = seed.derive_mask(LENGTH + 1, DEFAULT_MASK_CONFIG)
+            unit_plain = (masked[-1] - mask.unit.value) % unit.order
+            s = np.float32(unit_plain / e1 - b1)  # the float32 scalar the client masked
+            assert unit_plain == math.floor((Fraction(float(s)) + b1) * e1), (r, j)
+            assert abs(s - SIZES[client] / MAX_WEIGHT) <= 2**-22, (r, j)  # count / max_weight
+            plain = [(v - m) % vect.order for v, m in zip(masked[:-1], mask.vect.data)]
+            assert all(v != p for v, p in zip(masked[:-1], plain)), (r, j)
+            decoded = (np.array(plain, np.float64) / e - b) / float(s)
+            weights = np.concatenate([run["local"][client], [0.0]]).astype(np.float32)
+            _, want = Masker(DEFAULT_MASK_CONFIG).mask(s, weights, seed=seed)
+            assert masked[:LENGTH] == list(want.vect.data[:LENGTH]), (r, j)
+            losses.append(decoded[LENGTH])
+            scalars.append(float(s))
+            spread += [v / vect.order for v in masked[:-1]] + [masked[-1] / unit.order]
+            checked += 1
+        if scalars:
+            mean_loss = np.dot(scalars, losses) / np.sum(scalars)
+            np.testing.assert_allclose(run["metrics"]["train_loss"], mean_loss, rtol=1e-5)
+    assert checked >= 8
+    values = np.sort(spread)
+    n = len(values)
+    ks = max(np.max(np.arange(1, n + 1) / n - values), np.max(values - np.arange(n) / n))
+    assert ks < 1.95 / np.sqrt(n)  # the Kolmogorov-Smirnov statistic's 0.1% critical value
+
+
 def test_the_secure_round_agrees_with_plain_fedavg_over_rounds(secure_run):
     """The same population, cohorts, dropout and initial states under FedAvgRound: the same
     clients take part, the losses agree and the models stay within float32 noise."""
@@ -154,3 +238,17 @@ def test_weighted_rounds_need_max_weight_and_configs_must_be_vectorizable():
             SecureFedAvgRound(max_weight=1.0, mask_config=config).masking(params)
     with pytest.raises(ComponentError, match="float"):
         SecureFedAvgRound(max_weight=1.0).masking({"steps": jnp.zeros((), jnp.int32)})
+
+
+def test_the_pet_slot_refuses_what_does_not_fit_before_any_masking():
+    state, rows = PET.init(jax.random.key(0)), jnp.zeros((1001, LENGTH + 2), jnp.uint32)
+    with pytest.raises(AggregationError, match="TooManyModels: 1001 models"):
+        PET.call("aggregate", state, (rows, rows), jnp.ones(1001, bool))
+    with pytest.raises(AggregationError, match="TooManyModels"):
+        PET.call("mask_sum", state, jnp.zeros((1001, 8), jnp.uint32), jnp.ones(1001, bool))
+    with pytest.raises(ComponentError, match=r"masked must be two uint32\[k, 23\]"):
+        PET.call("aggregate", state, (rows[:, :5], rows[:, :5]), jnp.ones(1001, bool))
+    with pytest.raises(ComponentError, match=r"seeds must be uint32\[k, 8\]"):
+        PET.call("mask_sum", state, jnp.zeros((3, 7), jnp.uint32), jnp.ones(3, bool))
+    with pytest.raises(ComponentError, match="values"):
+        PET.call("mask", state, {"w": jnp.zeros(3)}, jnp.float32(1))

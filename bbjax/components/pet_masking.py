@@ -20,11 +20,17 @@ and vmapped over a cohort:
   unmasked, ``sum_j s_j v_j / sum_j s_j`` shaped like ``template`` and ``sum_j s_j``; ``ok``
   is False (and the values 0) when ``count`` is 0 or the scalar sum is not positive.
 
-Unmasking subtracts the mask and the offset ``count * B * E`` exactly in limbs, then
+Masks and masked models come from :func:`~bbjax.protocols.pet.vectorized.mask_limbs` and
+:func:`~bbjax.protocols.pet.vectorized.derive_limbs`; the modular sums are one variadic
+``lax.reduce`` over the rows, so the cohort may be a symbolic dimension when the round is
+exported. Unmasking subtracts the mask and the offset ``count * B * E`` exactly in limbs, then
 divides in float32, so the weighted mean is exact up to the fixed-point floors (below
 ``count / E`` in ``sum_j s_j v_j`` and ``count / E1`` in the scalar sum) and float32
-rounding (a few units in the last place). Masking more than the configs' ``max_nb_models``
+rounding (a few units in the last place). Summing more than the configs' ``max_nb_models``
 rows is an :class:`~bbjax.errors.AggregationError` when the round is traced.
+
+Compile a Module with this slot left opaque (``Compiler(inline=[...])`` naming the other
+slots): its methods should run as the JAX they are, not through the ONNX round trip.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from bbjax.components.pet_masking import DEFAULT_MASK_CONFIG
 from bbjax.errors import AggregationError, ComponentError, InvalidArgument
 from bbjax.modules import FedAvgRound
 from bbjax.modules.secure_fedavg import SecureFedAvgRound
-from bbjax.protocols.pet import MaskConfig, Masker, MaskSeed
+from bbjax.protocols.pet import Aggregation, MaskConfig, Masker, MaskSeed, limbs
 from bbjax.simulation import Peers, Simulation
 from tests.tiny_models import Linear, cross_entropy
 
@@ -252,3 +252,40 @@ def test_the_pet_slot_refuses_what_does_not_fit_before_any_masking():
         PET.call("mask_sum", state, jnp.zeros((3, 7), jnp.uint32), jnp.ones(3, bool))
     with pytest.raises(ComponentError, match="values"):
         PET.call("mask", state, {"w": jnp.zeros(3)}, jnp.float32(1))
+
+
+def test_aggregate_and_unmask_match_the_exact_aggregation():
+    """The server's modular sum of random masked models (some rows left out) equals the
+    exact Aggregation's, and unmasking it with the exact mask sum gives the reference's
+    weighted mean (negative and positive values) to float32 precision; no row: not ok."""
+    rng = np.random.default_rng(3)
+    n, length = 6, LENGTH + 1
+    scalars = rng.uniform(0, 1, n).astype(np.float32)
+    weights = rng.uniform(-90, 90, (n, length)).astype(np.float32)  # |s w| below B = 100
+    seeds = [MaskSeed(rng.bytes(32)) for _ in range(n)]
+    objects = [Masker(DEFAULT_MASK_CONFIG).mask(s, w, seed=seed)[1]
+               for s, w, seed in zip(scalars, weights, seeds)]
+    included = np.array([True, False, True, True, False, True])
+    models, masks = (Aggregation(DEFAULT_MASK_CONFIG, length) for _ in range(2))
+    for obj, seed, used in zip(objects, seeds, included):
+        if used:
+            models.aggregate(obj)
+            masks.aggregate(seed.derive_mask(length, DEFAULT_MASK_CONFIG))
+    rows = limbs.u64_from_ints([[*o.vect.data, o.unit.value] for o in objects])
+    state = PET.init(jax.random.key(0))
+    total = jax.jit(lambda r, u: PET.call("aggregate", state, r, u)[1])(tuple(rows), included)
+    exact = models.masked_object()
+    assert limbs.u64_to_uint64(limbs.U64(*total)).tolist() == [*exact.vect.data,
+                                                                exact.unit.value]
+    mask = limbs.u64_from_ints([*masks.masked_object().vect.data,
+                                masks.masked_object().unit.value])
+    unmask = jax.jit(lambda t, m, c: PET.call("unmask", state, t, m, c)[1])
+    (params, loss), scalar_sum, ok = unmask(total, tuple(mask), jnp.int32(included.sum()))
+    got = np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)] + [np.ravel(loss)])
+    want = models.unmask(masks.masked_object())
+    assert bool(ok)
+    np.testing.assert_allclose(float(scalar_sum), scalars[included].astype(np.float64).sum(),
+                               rtol=2**-22)
+    np.testing.assert_allclose(got, want, rtol=2**-21, atol=2**-21 * np.abs(want).max())
+    _, _, ok = unmask(total, tuple(mask), jnp.int32(0))
+    assert not bool(ok)

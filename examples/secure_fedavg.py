@@ -18,6 +18,7 @@ from flax import nnx
 
 import bbjax
 from bbjax.components import flax_model, padded_data_source
+from bbjax.models import LogisticRegression, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.modules.secure_fedavg import SecureFedAvgRound
 from bbjax.simulation import Peers, Simulation, simulate
@@ -25,24 +26,12 @@ from bbjax.simulation import Peers, Simulation, simulate
 LOCAL_STEPS, CLIENTS, COHORT = 5, 20, 5
 
 
-class LogReg(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.out = nnx.Linear(60, 10, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.out(x)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
 def main(rounds: int = 5) -> dict:
     """Run both and return the accuracies per round, the secure run's metrics and the
     largest difference between the two final global models."""
     data = bbjax.data.synthetic(1.0, 1.0, num_clients=CLIENTS, seed=0, max_size=200)
     train, test = bbjax.data.train_test_split(jax.random.key(0), data, test_fraction=0.2)
-    model = flax_model(LogReg(nnx.Rngs(0)), optax.sgd(0.05), cross_entropy)
+    model = flax_model(LogisticRegression(60, 10, rngs=nnx.Rngs(0)), optax.sgd(0.05), cross_entropy)
     source = padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch_size=10)
     clients = Peers(CLIENTS, init_args={"data": (train.x, train.y, train.sizes)}, cohort=COHORT)
     cap = float(train.sizes.max())  # scalars count / cap lie in [0, 1], the B0 unit bound
@@ -64,14 +53,15 @@ def main(rounds: int = 5) -> dict:
     key = jax.random.key(0)
     compiled = compiler.compile(secure)
     start = Simulation(compiled, population, bindings).init(key)
+    plain_bindings = {"model": model, "data": source}
+    plain_start = jax.tree.map(jnp.copy, {  # simulate donates the states it starts from
+        entry: {slot: start[entry][slot] for slot in plain_bindings if slot in start[entry]}
+        for entry in ("server", "client")})
     masked = simulate(compiled, population, rounds, key, bindings=bindings,
                       initial_states=start, evaluate=evaluate)
 
-    plain_bindings = {"model": model, "data": source}
     plain = (bbjax.Compiler().bind("model", model).bind("data", source)
              .compile(FedAvgRound(LOCAL_STEPS, max_weight=cap)))
-    plain_start = {entry: {slot: start[entry][slot] for slot in plain_bindings
-                           if slot in start[entry]} for entry in ("server", "client")}
     reference = simulate(plain, {"server": 1, "client": clients}, rounds, key,
                          bindings=plain_bindings, initial_states=plain_start, evaluate=evaluate)
 

@@ -19,8 +19,8 @@ candidates after it.
 Recomputing a block (64 bytes of keystream per output) is cheaper on CPU than keeping the
 keystream, which XLA there would evaluate once per word. For the same reason both passes
 run inside ``lax.cond`` branches, whose results XLA materializes (it would otherwise fuse
-the keystream into each of its consumers again), and the outputs' two limbs leave their
-branch packed as one complex64 (:func:`~bbjax.protocols.pet.limbs.pack`).
+the keystream into each of its consumers again), and on CPU the outputs' two limbs leave
+their branch packed as one complex64 (:func:`~bbjax.protocols.pet.limbs.pack`).
 """
 
 from __future__ import annotations
@@ -189,8 +189,11 @@ def sample(keys: jax.Array, vect: Draw, unit: Draw, length: int, chunk_blocks: i
             hit = ((bits >> i) & 1) == 1
             draws = limbs.where(hit & (seen == rank), c, draws)
             seen = seen + hit.astype(jnp.int32)
-        return limbs.pack(draws if finish is None else finish(draws, is_unit))
+        out = draws if finish is None else finish(draws, is_unit)
+        return limbs.pack(out) if packed else out
 
-    packed = jax.lax.cond((first >= 0).all(), values,
-                          lambda _: jnp.zeros((n, length + 1), jnp.complex64), marks)
-    return limbs.unpack(packed)
+    packed = jax.default_backend() == "cpu"  # elsewhere XLA fuses both limbs into one kernel
+    zeros = jnp.zeros((n, length + 1), jnp.complex64 if packed else _U32)
+    out = jax.lax.cond((first >= 0).all(), values,
+                       lambda _: zeros if packed else U64(zeros, zeros), marks)
+    return limbs.unpack(out) if packed else out

@@ -2,14 +2,17 @@
 bit-identical masked models, masks and aggregates for random config pairs with orders below
 2**64 and fresh random inputs, without jax_enable_x64."""
 
+import functools
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bbjax.errors import AggregationError, MaskingError
-from bbjax.protocols.pet import U64, VectorizedMasker, limbs
+from bbjax.protocols.pet import U64, VectorizedMasker, limbs, rejection
+from bbjax.protocols.pet.chacha20 import seed_words
 from bbjax.protocols.pet.config import (
     BoundType,
     DataType,
@@ -216,3 +219,29 @@ def test_aggregation_refuses_what_the_reference_refuses():
         vm.aggregate(limbs.u64_from_ints(np.zeros((1001, 3), dtype=object)))
     with pytest.raises(AggregationError, match="does not fit"):
         vm.from_mask_objects([MaskSeed.generate().derive_mask(3, pair)])
+
+
+def test_the_accelerator_path_with_the_pallas_kernels_interpreted(monkeypatch):
+    # what runs on GPU/TPU: the selectors pick the Pallas kernels (interpreted here) and the
+    # limbs leave the sampler unpacked
+    import kernels.chacha20 as kc
+    import kernels.masked_sum as km
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(kc, "chacha20_blocks_pallas",
+                        functools.partial(kc.chacha20_blocks_pallas, interpret=True))
+    monkeypatch.setattr(km, "modular_sum_pallas", functools.partial(km.modular_sum_pallas, interpret=True))
+    pair = MaskConfigPair(MaskConfig("Power2", "F32", "B0", "M6"), MaskConfig("Prime", "I64", "B2", "M3"))
+    seeds = [MaskSeed.generate() for _ in range(2)]
+    dc, keys = device_config(pair), jnp.asarray(seed_words(seeds))
+    masks = jax.jit(lambda k: rejection.sample(k, dc.vect_draw, dc.unit_draw, 9, 4))(keys)
+    vm = VectorizedMasker(pair, 9)
+    assert vm.to_mask_objects(masks) == [s.derive_mask(9, pair) for s in seeds]
+    assert vm.to_mask_object(vm.aggregate(masks)) == _exact_sum(pair, vm.to_mask_objects(masks))
+
+
+def _exact_sum(pair, objects):
+    aggregation = Aggregation(pair, len(objects[0].vect.data))
+    for obj in objects:
+        aggregation.aggregate(obj)
+    return aggregation.masked_object()

@@ -38,20 +38,18 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from bbjax.protocols.pet import chacha20, limbs, rejection, vectorized
+from bbjax.protocols.pet.config import MaskConfig, MaskConfigPair
+from bbjax.protocols.pet.masking import Aggregation, Masker, MaskSeed
+from bbjax.protocols.pet.vectorized import VectorizedMasker, aggregate_limbs, mask_limbs
 
 sys.path.insert(0, os.path.dirname(__file__))
 import timing  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms  # noqa: E402
-
-from bbjax.protocols.pet import chacha20, limbs, rejection  # noqa: E402
-from bbjax.protocols.pet.config import MaskConfig, MaskConfigPair  # noqa: E402
-from bbjax.protocols.pet.masking import Aggregation, Masker, MaskSeed  # noqa: E402
-from bbjax.protocols.pet import vectorized  # noqa: E402
-from bbjax.protocols.pet.vectorized import VectorizedMasker, aggregate_limbs, mask_limbs  # noqa: E402
 
 MILLION = 1_000_000
 COHORTS = (10, 100, 1000)

@@ -6,12 +6,10 @@ is delivered here, inside the vmapped step: from each peer's ``Peers(neighbours=
 (O(n·k) for n peers of k neighbours) or, without them, from every running peer of the
 class (the complete graph, O(n²) by nature).
 
-Slot calls run in program order: each call's state and inputs pass an optimization barrier
-together with the previous call's results, so that XLA cannot compute, say, every local
-step's batch before the first training step and keep them all alive at once. With a cohort
-the step reads the entry's whole state stacks: each call gathers the leaves the peer has
-not rewritten from its row afresh, so a read such as a client's ``x[rows]`` fuses into one
-gather from the stack and no copy of the drawn clients' data is made.
+With a cohort the step reads the entry's whole state stacks: each slot call gathers the
+leaves the peer has not rewritten from its row afresh, so a read such as a client's
+``x[rows]`` fuses into one gather from the stack and no copy of the drawn clients' data is
+made.
 """
 
 from __future__ import annotations
@@ -50,28 +48,20 @@ class SimulatedRuntime:
         for slot, tree in states.items():
             leaves, self._trees[slot] = jax.tree.flatten(tree)
             self._given[slot], self._current[slot] = leaves, list(leaves)
-        self._last: tuple = ()
 
     def call_slot(self, slot: str, method: str, args: Any) -> list:
         if slot not in self._trees:
             raise StepError(f"no state for slot {slot!r}")
         given, current = self._given[slot], self._current[slot]
-        rewritten = [None if c is g else c for c, g in zip(current, given)]
-        row, rewritten, args, _ = jax.lax.optimization_barrier(
-            (self._row, rewritten, args, self._last))
-        passed = [g if r is None and row is None else g[row] if r is None else r
-                  for r, g in zip(rewritten, given)]
+        row = None if self._row is None else jax.lax.optimization_barrier(self._row)
+        passed = [(g if row is None else g[row]) if c is g else c
+                  for c, g in zip(current, given)]
         state, outputs = self.components[slot].call(
             method, jax.tree.unflatten(self._trees[slot], passed), *args)
-        changed = []
         for i, (new, old) in enumerate(zip(jax.tree.leaves(state), passed)):
             if new is not old:
                 current[i] = new
-                changed.append(new)
-        leaves = jax.tree.leaves(outputs)
-        if leaves or changed:
-            self._last = (leaves, changed)
-        return leaves
+        return jax.tree.leaves(outputs)
 
     def send(self, port: str, leaves: list, peers: Any) -> None:
         self.outbox[port] = (leaves, peers)
@@ -123,3 +113,4 @@ class SimulatedRuntime:
         take = jnp.clip(rows, 0)
         heard = (rows >= 0) & sent[take] & me & jnp.any(addressed[take] == self.peer_id, axis=-1)
         return [*(leaf[take] for leaf in stacked), heard]
+

@@ -8,6 +8,7 @@ declarations, and reading checks every value against the NodeContext of the inst
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -185,13 +186,14 @@ def _type_of(leaf: Any) -> tuple[np.dtype, tuple[int, ...]]:
 
 
 class _Leaves(Kind):
-    """A pytree written as its leaves (it is read back by its :class:`SlotTemplate`)."""
+    """A pytree written as its leaves, read back as a tuple of them (a
+    :class:`SlotTemplate` reads the pytree itself)."""
 
     def write(self, out: Writer, value: Any, where: str) -> None:
         Seq(TENSOR).write(out, jax.tree.leaves(value), where)
 
-    def read(self, inp: Reader, ctx: Any, where: str) -> Any:
-        raise TypeError("a pytree is read by its SlotTemplate")
+    def read(self, inp: Reader, ctx: Any, where: str) -> tuple[np.ndarray, ...]:
+        return Seq(TENSOR).read(inp, ctx, where)
 
 
 LEAVES = _Leaves()
@@ -227,11 +229,11 @@ class NodeContext:
         if step.receives:
             raise BbjaxError(f"bootstrap partition {step.target!r} receives messages; "
                              "bootstraps may only send")
-        runners = {step.target: jax.jit(step.__call__), **self.runners}
-        return NodeContext(self.peer, self.config, self.port_specs, self.steps,
-                           (*self.bootstraps, step), self.slots, self.inputs, runners)
+        return dataclasses.replace(self, bootstraps=(*self.bootstraps, step),
+                                   runners={step.target: jax.jit(step.__call__), **self.runners})
 
     def step(self, target: str) -> PartitionStep:
+        """The installed or bootstrap partition ``target``."""
         return self._by_target[target]
 
     @functools.cached_property
@@ -270,9 +272,11 @@ _MESSAGES = Seq(Seq(TENSOR), into=Queue)
 
 
 def _arrivals(ctx: NodeContext, port: str) -> Kind:
+    """Gather ``port``'s arrivals: sender -> that sender's arrays of the port's types."""
     spec = ctx.port_specs[port]
-    return Map(Member(_PEER, lambda c: c.senders(port), "the gather's senders"),
-               Seq(TENSOR), value_of=lambda c, _: Arrays(tuple(zip(spec.dtypes, spec.shapes))))
+    arrays = Arrays(tuple(zip(spec.dtypes, spec.shapes)))
+    return Map(Member(_PEER, lambda c: c.senders(port), "the gather's senders"), Seq(TENSOR),
+               value_of=lambda c, sender: arrays)
 
 
 class _Digests(Kind):

@@ -24,6 +24,7 @@ allocated beyond what the input holds.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import reprlib
 import struct
@@ -183,16 +184,18 @@ class Reader:
 # -- kinds ------------------------------------------------------------------------------------
 
 
-class Kind:
+class Kind(abc.ABC):
     """How one value is written and read back: ``write`` raises :class:`SnapshotError`
     for a value the kind cannot hold, ``read`` for bytes that are not such a value or that
     ``ctx`` does not allow. Every value takes at least one byte."""
 
+    @abc.abstractmethod
     def write(self, out: Writer, value: Any, where: str) -> None:
-        raise NotImplementedError
+        """Append ``value``'s bytes to ``out`` (``where`` names it in errors)."""
 
+    @abc.abstractmethod
     def read(self, inp: Reader, ctx: Any, where: str) -> Any:
-        raise NotImplementedError
+        """The value whose bytes come next in ``inp``, checked against ``ctx``."""
 
 
 def _unsaveable(where: str, why: str) -> SnapshotError:

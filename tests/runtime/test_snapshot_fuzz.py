@@ -193,3 +193,14 @@ def test_mutated_state_bytes_are_a_snapshot_error_or_exactly_a_state_that_polls(
         node.poll(now=0.0)
     finally:
         gather_case.reset()
+
+
+@FLIPS
+@given(st.binary(max_size=120), st.booleans())
+def test_any_bytes_are_a_snapshot_error_or_exactly_a_state(gather_case, raw, framed):
+    data = reseal(b"BBNS\x01\x00" + raw + bytes(4)) if framed else raw
+    try:
+        state = state_from_bytes(data, gather_case.node.ctx)
+    except SnapshotError:
+        return
+    assert state_to_bytes(state) == data

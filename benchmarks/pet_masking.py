@@ -9,8 +9,9 @@ participants x ``--length`` parameters and scaled; aggregation is timed at each 
 same sizes (the ratio is numpy / bbjax of median times); the exact reference (Masker.mask +
 Aggregation.aggregate, Python integers) on a slice of ``--exact-length`` parameters.
 
-* bbjax: ``mask_limbs`` / ``aggregate_limbs`` (jitted; input validation excluded), masks
-  bit-identical to xaynet's (ChaCha20 + rejection sampling below the group order).
+* bbjax: ``mask_program`` / ``aggregate_program`` (what VectorizedMasker runs, without its
+  input validation), masks bit-identical to xaynet's (ChaCha20 + rejection sampling below
+  the group order).
 * numpy, as Flower's SecAgg+ client: stochastic quantization to ``[0, 2**22]`` of weights
   clipped to [-8, 8], one MT19937 ``RandomState(seed).randint`` mask modulo 2**32 (SecAgg+
   adds one pairwise mask per neighbour too; one mask is the cheapest case), and the
@@ -46,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from bbjax.protocols.pet import chacha20, limbs, rejection, vectorized
 from bbjax.protocols.pet.config import MaskConfig, MaskConfigPair
 from bbjax.protocols.pet.masking import Aggregation, Masker, MaskSeed
-from bbjax.protocols.pet.vectorized import VectorizedMasker, aggregate_limbs, mask_limbs
+from bbjax.protocols.pet.vectorized import VectorizedMasker, aggregate_program, mask_program
 
 sys.path.insert(0, os.path.dirname(__file__))
 import timing  # noqa: E402
@@ -135,7 +136,7 @@ def mask_speed(pair: MaskConfigPair, args) -> dict[str, float]:
     raw = [seed.as_bytes() for seed in seeds]
 
     def bbjax_mask():
-        return mask_limbs(vm.device, keys, s, w, integer=False, **steps)
+        return mask_program(vm.device, keys, s, w, integer=False, **steps)
 
     def numpy_masks():
         return [numpy_mask(seed, row) for seed, row in zip(raw, weights)]
@@ -162,7 +163,7 @@ def aggregate_speed(pair: MaskConfigPair, n: int, args) -> dict[str, float]:
                        jnp.asarray((values >> np.uint64(32)).astype(np.uint32)))
     orders = limbs.U64(*(jnp.asarray(v) for v in VectorizedMasker(pair, length).orders))
     flower = rng.integers(0, MODULUS, (n, length), dtype=np.int64)
-    samples = timing.interleaved({"bbjax": lambda: aggregate_limbs(masked, orders),
+    samples = timing.interleaved({"bbjax": lambda: aggregate_program(masked, orders),
                                   "numpy": lambda: numpy_aggregate(flower)}, reps=args.reps, calls=1)
     out = {name: float(np.median(v)) / length for name, v in samples.items()}
     objects = VectorizedMasker(pair, args.exact_length).to_mask_objects(

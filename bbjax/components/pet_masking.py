@@ -58,10 +58,9 @@ precision ``E = E1 = 10**10``."""
 CHUNK_BLOCKS = 4096
 """Keystream blocks one participant's mask derivation scans per step, at most."""
 
-# vectorized's jitted programs carry XLA compiler options, which only a top-level jit may
-# have; the round's own jit (simulate's, a Node's) runs their functions unjitted, inline
-_MASK = vectorized.mask_limbs.__wrapped__
-_DERIVE = vectorized.derive_limbs.__wrapped__
+# vectorized's pure functions, run inline in the round's own jit (simulate's, a Node's)
+_MASK = vectorized.mask_limbs
+_DERIVE = vectorized.derive_limbs
 
 Limbs = tuple[jax.Array, jax.Array]
 

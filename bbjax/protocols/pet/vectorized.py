@@ -15,7 +15,6 @@ scalars, each as the exact rational it stands for.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -69,22 +68,20 @@ def device_config(config: MaskConfigPair) -> DeviceConfig:
                         fixed_point.fixed_point(config.vect), fixed_point.fixed_point(config.unit))
 
 
-@functools.partial(jax.jit, static_argnames=("length", "chunk_blocks"),
-                   compiler_options=COMPILER_OPTIONS)
 def derive_limbs(dc: DeviceConfig, keys: jax.Array, *, length: int, chunk_blocks: int) -> U64:
     """The masks of seeds with ChaCha20 key words ``keys`` (uint32[N, 8]): U64 [N, length
-    + 1], as ``MaskSeed.derive_mask``; a pure, jittable function of array arguments.
-    ``chunk_blocks`` is how many keystream blocks a scan step covers per participant."""
+    + 1], as ``MaskSeed.derive_mask``. A pure function of array arguments (``length`` and
+    ``chunk_blocks``, the keystream blocks a scan step covers per participant, static):
+    jit it, or call it inside a jitted program; :class:`VectorizedMasker` jits it with
+    :data:`COMPILER_OPTIONS`."""
     return rejection.sample(keys, dc.vect_draw, dc.unit_draw, length, chunk_blocks)
 
 
-@functools.partial(jax.jit, static_argnames=("length", "chunk_blocks", "integer"),
-                   compiler_options=COMPILER_OPTIONS)
 def mask_limbs(dc: DeviceConfig, keys: jax.Array, scalars: jax.Array, weights: jax.Array, *,
                length: int, chunk_blocks: int, integer: bool) -> U64:
     """Masked models U64 [N, length + 1] of scalars (float32[N], finite, >= 0) and weights
     ([N, length], finite float32, or int32 when ``integer``) under the seeds' masks, as
-    ``Masker.mask``; pure and jittable like :func:`derive_limbs`."""
+    ``Masker.mask``; pure, like :func:`derive_limbs` (``integer`` static too)."""
     m_s, e_s = fixed_point.clamped_scalar(scalars, dc.unit)
     negative, m_w, e_w = (fixed_point.int_parts if integer else fixed_point.float_parts)(weights)
     n = keys.shape[0]
@@ -102,11 +99,18 @@ def mask_limbs(dc: DeviceConfig, keys: jax.Array, scalars: jax.Array, weights: j
     return rejection.sample(keys, dc.vect_draw, dc.unit_draw, length, chunk_blocks, finish)
 
 
-@jax.jit
 def aggregate_limbs(masked: U64, orders: U64) -> U64:
     """The modular sum over participants of ``masked`` (U64 [N, M]) with per-element
-    ``orders`` (U64 [M]), through :func:`kernels.masked_sum.modular_sum`."""
+    ``orders`` (U64 [M]), through :func:`kernels.masked_sum.modular_sum`; pure."""
     return U64(*modular_sum(masked.lo, masked.hi, orders.lo, orders.hi))
+
+
+# the programs VectorizedMasker runs; compiler options are for top-level jits only
+derive_program = jax.jit(derive_limbs, static_argnames=("length", "chunk_blocks"),
+                         compiler_options=COMPILER_OPTIONS)
+mask_program = jax.jit(mask_limbs, static_argnames=("length", "chunk_blocks", "integer"),
+                       compiler_options=COMPILER_OPTIONS)
+aggregate_program = jax.jit(aggregate_limbs)
 
 
 class VectorizedMasker:
@@ -140,7 +144,7 @@ class VectorizedMasker:
         """The masks of ``N`` seeds (MaskSeeds, 32-byte strings, uint8[N, 32] or ChaCha20
         key words uint32[N, 8]): U64 [N, length + 1], each row ``seed.derive_mask``."""
         keys = _keys(seeds)
-        return derive_limbs(self.device, keys, **self._steps(keys.shape[0]))
+        return derive_program(self.device, keys, **self._steps(keys.shape[0]))
 
     def mask(self, seeds: Sequence[MaskSeed | bytes] | np.ndarray | jax.Array,
              scalars: Sequence[float] | np.ndarray | jax.Array,
@@ -152,7 +156,7 @@ class VectorizedMasker:
         n = keys.shape[0]
         s = _scalars(scalars, n)
         w, integer = self._weights(weights, n, bounded)
-        return mask_limbs(self.device, keys, s, w, integer=integer, **self._steps(n))
+        return mask_program(self.device, keys, s, w, integer=integer, **self._steps(n))
 
     def _weights(self, weights, n: int, bounded: bool) -> tuple[jax.Array, bool]:
         arr = weights if isinstance(weights, jax.Array) else np.asarray(weights)
@@ -203,7 +207,7 @@ class VectorizedMasker:
         orders = U64(*(jnp.asarray(v) for v in self.orders))
         if not bool(limbs.less(U64(lo, hi), orders).all()):
             raise AggregationError("InvalidObject: an element is not below its group order")
-        return aggregate_limbs(U64(lo, hi), orders)
+        return aggregate_program(U64(lo, hi), orders)
 
     def to_mask_objects(self, x: U64) -> list[MaskObject]:
         """Rows of U64 [N, length + 1] as ``N`` :class:`MaskObject`s."""

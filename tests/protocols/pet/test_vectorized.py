@@ -142,11 +142,12 @@ def test_seeds_may_be_given_as_key_words():
 
 
 @pytest.mark.slow
-def test_the_pure_function_vmaps_over_cohorts():
+def test_the_pure_function_jits_and_vmaps_over_cohorts():
     pair = MaskConfigPair.from_config(MaskConfig("Power2", "F32", "B0", "M6"))
     seeds = [MaskSeed.generate() for _ in range(2 * N)]
     words = np.frombuffer(b"".join(s.as_bytes() for s in seeds), "<u4").reshape(2, N, 8)
-    batched = jax.vmap(lambda k: derive_limbs(device_config(pair), k, length=L, chunk_blocks=CHUNK))(words)
+    derive = jax.vmap(lambda k: derive_limbs(device_config(pair), k, length=L, chunk_blocks=CHUNK))
+    batched = jax.jit(derive)(words)
     got = VectorizedMasker(pair, L).to_mask_objects(U64(*(np.asarray(v).reshape(2 * N, -1) for v in batched)))
     assert got == [s.derive_mask(L, pair) for s in seeds]
 

@@ -328,7 +328,8 @@ _EVENTS = Seq(Tagged(
 class NodeState:
     """Everything a Node changes as it runs, as one value: transitions return a new
     NodeState sharing what they did not change and never change one in place (treat its
-    dicts as read-only too). Sequences given as lists become :class:`Queue` values."""
+    dicts as read-only too). Sequences given as lists become :class:`Queue` values.
+    Two states are compared by their :func:`state_to_bytes` (``==`` is identity)."""
 
     # slot -> its component's state
     slots: Mapping[str, Any] = field(metadata=encoded_as(_SLOTS))

@@ -19,6 +19,8 @@ from bbjax.errors import EnvelopeError, MalformedEnvelope, OversizedEnvelope, Te
 from bbjax.runtime.install import install
 from bbjax.runtime.node import (AppOutput, Node, NodeConfig, Outbound, PeerDown, Rejected, Timeout,
                                 Unsendable)
+from bbjax.runtime import transitions
+from bbjax.runtime.node_state import NodeContext, NodeState, state_from_bytes, state_to_bytes
 from bbjax.runtime.tensor_codec import (
     decode_tensor,
     encode_tensor,
@@ -36,6 +38,11 @@ __all__ = [
     "Timeout",
     "Unsendable",
     "install",
+    "NodeContext",
+    "NodeState",
+    "state_from_bytes",
+    "state_to_bytes",
+    "transitions",
     "DEFAULT_LIMITS",
     "FORMAT_VERSION",
     "Envelope",

@@ -58,10 +58,6 @@ precision ``E = E1 = 10**10``."""
 CHUNK_BLOCKS = 4096
 """Keystream blocks one participant's mask derivation scans per step, at most."""
 
-# vectorized's pure functions, run inline in the round's own jit (simulate's, a Node's)
-_MASK = vectorized.mask_limbs
-_DERIVE = vectorized.derive_limbs
-
 Limbs = tuple[jax.Array, jax.Array]
 
 
@@ -118,8 +114,8 @@ def pet_masking(template: PyTree, config: MaskConfigPair | MaskConfig = DEFAULT_
                 & jnp.all(jnp.abs(s * flat) <= bound))
         key, sub = jax.random.split(state.key)
         seed = jax.random.bits(sub, (8,), jnp.uint32)
-        masked = _MASK(dc, seed[None], jnp.where(fits, s, 0.0)[None],
-                       jnp.where(fits, flat, 0.0)[None], integer=False, **steps)
+        masked = vectorized.mask_limbs(dc, seed[None], jnp.where(fits, s, 0.0)[None],
+                                       jnp.where(fits, flat, 0.0)[None], integer=False, **steps)
         return PetMaskingState(key), ((masked.lo[0], masked.hi[0]), seed, fits)
 
     def mask_sum(state: PetMaskingState, seeds: jax.Array, included: jax.Array
@@ -129,7 +125,7 @@ def pet_masking(template: PyTree, config: MaskConfigPair | MaskConfig = DEFAULT_
             raise ComponentError(f"seeds must be uint32[k, 8], got shape {seeds.shape}",
                                  component=name, role=role, method="mask_sum")
         _check_rows(seeds.shape[0], max_models)
-        masks = _DERIVE(dc, seeds, **steps)
+        masks = vectorized.derive_limbs(dc, seeds, **steps)
         return state, _modular_sum(masks, included, orders)
 
     def aggregate(state: PetMaskingState, masked: Limbs, included: jax.Array

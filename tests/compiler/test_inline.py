@@ -22,10 +22,10 @@ from bbjax.components import array_data_source, flax_model, padded_data_source
 from bbjax.errors import CompileError, PassportError
 from bbjax.modules import FedAvgRound
 from bbjax.onnx import lower
+from bbjax.models import LogisticRegression, cross_entropy
 from tests.cycling_source import cycling_source
-from tests.tiny_models import Linear, cross_entropy
 
-MODEL = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.5), cross_entropy)
+MODEL = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.5), cross_entropy)
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(24, 6)).astype(np.float32)
 Y = RNG.integers(0, 3, size=24).astype(np.int32)

@@ -12,24 +12,17 @@ from flax import nnx
 from bbjax.aggregators import fedprox
 from bbjax.components import fedprox_model, flax_model
 from bbjax.errors import ComponentError
+from bbjax.models import LogisticRegression, cross_entropy
 
 
-class Net(nnx.Module):
-    def __init__(self, rngs):
-        self.dense = nnx.Linear(5, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.dense(x)
-
-
-def ce(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+def net() -> LogisticRegression:
+    return LogisticRegression(5, 3, rngs=nnx.Rngs(0))
 
 
 def test_two_steps_match_gradient_descent_on_the_proximal_objective():
     mu, lr = 0.5, 0.1
-    component = fedprox_model(Net(nnx.Rngs(0)), optax.sgd(lr), ce, proximal_mu=mu)
-    plain = flax_model(Net(nnx.Rngs(0)), optax.sgd(lr), ce)
+    component = fedprox_model(net(), optax.sgd(lr), cross_entropy, proximal_mu=mu)
+    plain = flax_model(net(), optax.sgd(lr), cross_entropy)
     r = np.random.default_rng(0)
     x, y = r.normal(size=(8, 5)).astype(np.float32), r.integers(0, 3, 8).astype(np.int32)
     state = component.init(jax.random.PRNGKey(0))
@@ -53,12 +46,12 @@ def test_two_steps_match_gradient_descent_on_the_proximal_objective():
 def test_mu_zero_is_plain_training_and_negative_mu_is_rejected():
     r = np.random.default_rng(1)
     x, y = r.normal(size=(8, 5)).astype(np.float32), r.integers(0, 3, 8).astype(np.int32)
-    prox = fedprox_model(Net(nnx.Rngs(0)), optax.adam(1e-2), ce, proximal_mu=0.0)
-    plain = flax_model(Net(nnx.Rngs(0)), optax.adam(1e-2), ce)
+    prox = fedprox_model(net(), optax.adam(1e-2), cross_entropy, proximal_mu=0.0)
+    plain = flax_model(net(), optax.adam(1e-2), cross_entropy)
     a, b = prox.init(jax.random.PRNGKey(0)), plain.init(jax.random.PRNGKey(0))
     for _ in range(3):
         a, _ = prox.call("train", a, x, y)
         b, _ = plain.call("train", b, x, y)
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-6)
     with pytest.raises(ComponentError, match="proximal_mu"):
-        fedprox_model(Net(nnx.Rngs(0)), optax.sgd(0.1), ce, proximal_mu=-1.0)
+        fedprox_model(net(), optax.sgd(0.1), cross_entropy, proximal_mu=-1.0)

@@ -13,14 +13,11 @@ from flax import nnx
 from bbjax.components import flax_model, scaffold_model
 
 from bbjax.errors import ComponentError
+from bbjax.models import LogisticRegression
 
 
-class Linear(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.out = nnx.Linear(4, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(x)
+def linear() -> LogisticRegression:
+    return LogisticRegression(4, 3, rngs=nnx.Rngs(0))
 
 
 def mse(prediction, target):
@@ -30,8 +27,8 @@ def mse(prediction, target):
 def test_train_steps_on_the_corrected_gradient_and_control_update_is_option_two():
     rng = np.random.default_rng(0)
     lr = 0.1
-    model = scaffold_model(Linear(nnx.Rngs(0)), lr, mse)
-    plain = flax_model(Linear(nnx.Rngs(0)), optax.sgd(lr), mse)
+    model = scaffold_model(linear(), lr, mse)
+    plain = flax_model(linear(), optax.sgd(lr), mse)
     state = model.init(jax.random.PRNGKey(0))
     start = state.params
     c_i = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), start)
@@ -59,7 +56,7 @@ def test_train_steps_on_the_corrected_gradient_and_control_update_is_option_two(
 
 
 def test_load_parameters_restarts_the_step_count():
-    model = scaffold_model(Linear(nnx.Rngs(0)), 0.1, mse)
+    model = scaffold_model(linear(), 0.1, mse)
     state = model.init(jax.random.PRNGKey(0))
     state, _ = model.call("train", state, jnp.ones((2, 4)), jnp.zeros((2, 3)))
     assert int(state.opt_state[0].steps) == 1
@@ -69,4 +66,4 @@ def test_load_parameters_restarts_the_step_count():
 
 def test_learning_rate_must_be_positive():
     with pytest.raises(ComponentError, match="learning_rate must be > 0"):
-        scaffold_model(Linear(nnx.Rngs(0)), 0.0, mse)
+        scaffold_model(linear(), 0.0, mse)

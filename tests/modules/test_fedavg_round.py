@@ -19,8 +19,8 @@ from bbjax.modules import FedAvgRound, ScaffoldRound
 from bbjax.runtime.install import install
 from bbjax.runtime.node import NodeConfig
 from bbjax.simulation import Peers, Simulation, simulate
+from bbjax.models import LogisticRegression, cross_entropy
 from tests.hosting import run_round
-from tests.tiny_models import Linear, cross_entropy
 from tests.aggregators import reference as ref
 
 N, MAX = 5, 100.0
@@ -76,7 +76,7 @@ def batch_source(x=None, y=None, count=1.0, lie=HONEST) -> Component:
                                               "num_examples": num_examples}, "batch_source")
 
 
-TRAINED = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
+TRAINED = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
 MODEL = liar(TRAINED)
 SOURCE = batch_source()
 
@@ -189,7 +189,7 @@ def test_a_bound_fedadam_keeps_its_moments_to_the_honest_clients():
 
 def test_scaffold_round_keeps_a_lying_clients_control_delta_out():
     lr, steps = 0.2, 2
-    model = scaffold_model(Linear(nnx.Rngs(0)), lr, cross_entropy)
+    model = scaffold_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), lr, cross_entropy)
     initial = model.init(jax.random.PRNGKey(0)).params
     aggregator = rule_aggregator(bbjax.aggregators.scaffold(num_clients=N), N, initial)
     bindings = {"model": model, "data": SOURCE, "aggregator": aggregator}

@@ -23,7 +23,7 @@ from bbjax.modules import FedAvgRound
 from bbjax.modules.secure_fedavg import SecureFedAvgRound
 from bbjax.protocols.pet import Aggregation, MaskConfig, Masker, MaskSeed, limbs
 from bbjax.simulation import Peers, Simulation
-from tests.tiny_models import Linear, cross_entropy
+from bbjax.models import LogisticRegression, cross_entropy
 
 SIZES = [7, 12, 20, 30, 9, 15]
 OVER_CAP, POISONED = 3, 4  # 30 examples > MAX_WEIGHT; a NaN feature makes its update NaN
@@ -44,11 +44,11 @@ def _data(seed: int = 0) -> bbjax.data.FederatedData:
 
 
 DATA = _data()
-MODEL = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.2), cross_entropy)
+MODEL = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.2), cross_entropy)
 SOURCE = padded_data_source(DATA.x[0], DATA.y[0], int(DATA.sizes[0]), batch_size=5)
 ROUND = SecureFedAvgRound(local_steps=2, max_weight=MAX_WEIGHT, num_clients=SCHEDULE.shape[1])
 PET = ROUND.masking(MODEL.init(jax.random.key(0)).params)
-LENGTH = 6 * 3 + 3  # the Linear model's parameters; the loss follows them
+LENGTH = 6 * 3 + 3  # LogisticRegression(6, 3)'s parameters; the loss follows them
 
 
 def recording(inner: Component, k: int) -> Component:

@@ -6,6 +6,8 @@ import jax
 import optax
 from flax import linen, nnx
 
+from bbjax.models import cross_entropy
+
 
 class MLP(nnx.Module):
     def __init__(self, sizes: tuple[int, ...], *, rngs: nnx.Rngs):
@@ -52,10 +54,6 @@ class Block(nnx.Module):
         x = x + self.attn(h, h, h)
         x = x + self.down(jax.nn.gelu(self.up(self.norm2(x))))
         return self.head(x)
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def nnx_train_step(module: nnx.Module, optimizer: optax.GradientTransformation):

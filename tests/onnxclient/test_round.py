@@ -21,10 +21,10 @@ from bbjax.errors import CompileError, InvalidArgument
 from bbjax.modules import FedAvgRound
 from bbjax.onnxclient import OnnxClient, Rejected, codec
 from bbjax.runtime import NodeConfig
-from tests.tiny_models import Linear, cross_entropy
+from bbjax.models import LogisticRegression, cross_entropy
 
 SERVER, CLIENTS, ROUNDS = 0, (1, 2, 3), 2
-MODEL = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
+MODEL = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
 
 
 def _shard(peer: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,12 +17,12 @@ from bbjax.modules import FedAvgRound
 from bbjax.runtime import NodeConfig
 from bbjax.runtime.step import PartitionStep
 from bbjax.simulation import Peers, simulate
+from bbjax.models import LogisticRegression, cross_entropy
 from tests.cycling_source import cycling_source
 from tests.hosting import run_round
-from tests.tiny_models import Linear, cross_entropy
 
 CALLS: list[str] = []
-TRAINED = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
+TRAINED = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
 
 
 def _counted(component: Component) -> Component:

@@ -8,16 +8,9 @@ from flax import nnx
 
 import bbjax
 from bbjax.components import flax_model, padded_data_source
+from bbjax.models import LogisticRegression, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.simulation import Peers, simulate
-
-
-class Linear(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.out = nnx.Linear(3, 2, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(x)
 
 
 class ZeroStart(FedAvgRound):
@@ -34,9 +27,7 @@ def test_bootstrap_runs_before_the_first_simulated_round():
     xs = [rng.normal(size=(6, 3)).astype(np.float32) for _ in range(3)]
     ys = [rng.integers(0, 2, 6).astype(np.int32) for _ in range(3)]
     data = bbjax.data.FederatedData.from_clients(xs, ys)
-    model = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.0),
-                       lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(
-                           logits, y).mean())
+    model = flax_model(LogisticRegression(3, 2, rngs=nnx.Rngs(0)), optax.sgd(0.0), cross_entropy)
     source = padded_data_source(data.x[0], data.y[0], int(data.sizes[0]), batch_size=2)
     population = {"server": 1, "client": Peers(3, init_args={"data": (data.x, data.y,
                                                                          data.sizes)})}

@@ -21,7 +21,7 @@ from bbjax.errors import CheckpointError, SimulationError
 from bbjax.modules import FedAvgRound
 from bbjax.simulation import Peers, Simulation, checkpoint, simulate
 from bbjax.simulation.sharding import peer_mesh, state_shardings
-from tests.tiny_models import Linear, cross_entropy
+from bbjax.models import LogisticRegression, cross_entropy
 
 KEY = jax.random.PRNGKey(4)
 
@@ -37,7 +37,7 @@ def fedavg():
     data = bbjax.data.FederatedData.from_clients(
         [rng.normal(size=(n, 6)).astype(np.float32) for n in sizes],
         [rng.integers(0, 3, n).astype(np.int32) for n in sizes])
-    model = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
+    model = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
     source = padded_data_source(data.x[0], data.y[0], int(data.sizes[0]), batch_size=5)
     compiled = bbjax.Compiler().bind("model", model).bind("data", source).compile(
         FedAvgRound(local_steps=2))

@@ -15,7 +15,7 @@ from bbjax.components import flax_model, padded_data_source, replay_data_source
 from bbjax.modules import FedAvgRound
 from bbjax.errors import SimulationError
 from bbjax.simulation import Availability, Peers, Simulation, simulate
-from tests.tiny_models import Linear, cross_entropy
+from bbjax.models import LogisticRegression, cross_entropy
 
 N = 6
 
@@ -28,7 +28,7 @@ def fedavg():
     xs = [rng.normal(size=(n, 6)).astype(np.float32) for n in sizes]
     ys = [rng.integers(0, 3, n).astype(np.int32) for n in sizes]
     data = bbjax.data.FederatedData.from_clients(xs, ys)
-    model = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
+    model = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
     source = padded_data_source(data.x[0], data.y[0], int(data.sizes[0]), batch_size=3)
     compiled = bbjax.Compiler().bind("model", model).bind("data", source).compile(
         FedAvgRound(local_steps=2))
@@ -153,7 +153,7 @@ def test_a_published_schedule_and_batch_order_replay_exactly(fedavg):
     sizes = np.asarray(data.sizes)
     rows = np.stack([[[rng.choice(sizes[c], batch, replace=False) for _ in range(steps)]
                       for _ in range(rounds)] for c in range(N)]).astype(np.int32)
-    model = flax_model(Linear(nnx.Rngs(0)), optax.sgd(lr), cross_entropy)
+    model = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(lr), cross_entropy)
     source = replay_data_source(data.x[0], data.y[0], rows[0], int(sizes[0]))
     compiled = bbjax.Compiler().bind("model", model).bind("data", source).compile(
         FedAvgRound(local_steps=steps))

@@ -19,8 +19,8 @@ from bbjax.runtime.install import install
 from bbjax.runtime.node import NodeConfig
 from bbjax.simulation import Peers, Simulation, simulate
 from bbjax.errors import SimulationError
+from bbjax.models import LogisticRegression, cross_entropy
 from tests.hosting import run_round
-from tests.tiny_models import Linear, cross_entropy
 
 SERVER, CLIENTS = 0, (1, 2, 3, 4)
 
@@ -33,7 +33,7 @@ def fedavg():
     xs = [rng.normal(size=(n, 6)).astype(np.float32) for n in sizes]
     ys = [rng.integers(0, 3, n).astype(np.int32) for n in sizes]
     data = bbjax.data.FederatedData.from_clients(xs, ys)
-    model = flax_model(Linear(nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
+    model = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.3), cross_entropy)
     source = padded_data_source(data.x[0], data.y[0], int(data.sizes[0]), batch_size=5)
     compiled = bbjax.Compiler().bind("model", model).bind("data", source).compile(
         FedAvgRound(local_steps=3))
@@ -342,8 +342,8 @@ def test_fedprox_client_model_keeps_clients_near_the_global_model(fedavg):
     _, _, source, data = fedavg
     drift = {}
     for mu in (0.0, 50.0):
-        model = bbjax.components.fedprox_model(Linear(nnx.Rngs(0)), optax.sgd(0.01),
-                                               cross_entropy, proximal_mu=mu)
+        model = bbjax.components.fedprox_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)),
+                                               optax.sgd(0.01), cross_entropy, proximal_mu=mu)
         compiled = bbjax.Compiler().bind("model", model).bind("data", source).compile(
             FedAvgRound(local_steps=8))
         history = simulate(compiled, {"server": 1, "client": _client_peers(data)}, 1,
@@ -359,7 +359,7 @@ def test_scaffold_round_moves_global_and_control_variates_by_the_paper(fedavg):
     from bbjax.modules import ScaffoldRound
     _, _, source, data = fedavg
     lr, steps = 0.2, 3
-    model = scaffold_model(Linear(nnx.Rngs(0)), lr, cross_entropy)
+    model = scaffold_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), lr, cross_entropy)
     initial = model.init(jax.random.PRNGKey(0)).params
     aggregator = rule_aggregator(bbjax.aggregators.scaffold(num_clients=4), 4, initial)
     bindings = {"model": model, "data": source, "aggregator": aggregator}

@@ -6,7 +6,7 @@ import onnx
 
 from bbjax.onnx import domains
 
-PREFIX = "ai.bytesandbrains."
+PREFIX = domains.KEY_PREFIX  # + name: a metadata key
 HOME = PREFIX + "home"        # the peer class a node runs on
 SLOT = PREFIX + "slot"
 PORT = PREFIX + "port"

@@ -17,10 +17,9 @@ import onnx
 from onnx import helper
 
 from bbjax.compiler import annotations as ann
+from bbjax.onnx import domains
 from bbjax.errors import CompileError
 from bbjax.dsl.graph import next_state_name, state_name
-
-PARTITION_DOMAIN = "ai.bytesandbrains.partition"
 
 
 def partition_name(module: str, peer_class: str, body: bytes) -> str:
@@ -44,7 +43,7 @@ def partition_by_peer_class(model: onnx.ModelProto, context) -> onnx.ModelProto:
     out.graph.name = graph.name
     del out.functions[:]
     out.functions.extend(functions)
-    out.opset_import.append(helper.make_opsetid(PARTITION_DOMAIN, 1))
+    out.opset_import.append(helper.make_opsetid(domains.PARTITION, 1))
     return out
 
 
@@ -93,8 +92,8 @@ def _partition(model, peer_class, types, initializers, producers,
     value_info += [_token_type(n) for n in [*inputs, *outputs]
                    if n.startswith(("state.", "next_state.", "sent.")) and n not in types]
     function = helper.make_function(
-        PARTITION_DOMAIN, peer_class, inputs, outputs, body,
-        opset_imports=[i for i in model.opset_import if i.domain != PARTITION_DOMAIN])
+        domains.PARTITION, peer_class, inputs, outputs, body,
+        opset_imports=[i for i in model.opset_import if i.domain != domains.PARTITION])
     function.value_info.extend(value_info)
     function.name = partition_name(graph.name or "module", peer_class,
                                    function.SerializeToString(deterministic=True))

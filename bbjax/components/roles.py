@@ -16,23 +16,11 @@ with any inputs and outputs, plus an optional ``on_timer`` hook.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-
-class Role(enum.Enum):
-    """What a component does in a Module; the value is its lower-case name."""
-
-    BACKEND = "backend"
-    MODEL = "model"
-    AGGREGATOR = "aggregator"
-    CODEC = "codec"
-    DATA_SOURCE = "data_source"
-    PEER_SELECTOR = "peer_selector"
-    INDEX = "index"
-    PROTOCOL = "protocol"
+from bbjax.onnx.domains import Role  # the one table of roles, beside their ONNX domains
 
 
 @dataclass(frozen=True)

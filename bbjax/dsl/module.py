@@ -11,9 +11,10 @@ from bbjax.components import Component
 from bbjax.dsl import onnx_plugins  # noqa: F401  (registers the DSL's export plugins)
 from bbjax.errors import ModuleError
 from bbjax.dsl.graph import Graph
+from bbjax.onnx import domains
 from bbjax.onnx.export import export
 
-PEER_CLASS_KEY = "ai.bytesandbrains.peer_class."  # + graph input name -> its peer class
+PEER_CLASS_KEY = domains.KEY_PREFIX + "peer_class."  # + graph input name -> its peer class
 SELF = "self"
 
 

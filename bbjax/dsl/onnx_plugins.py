@@ -23,8 +23,6 @@ from bbjax.dsl.primitives import gather_p, send_p, slot_call_p
 from bbjax.onnx import domains, jax2onnx_overrides
 from bbjax.onnx.treedef import treedef_to_json
 
-META = "ai.bytesandbrains."
-
 
 def _emit(ctx: Any, eqn: Any, domain: str, op_type: str, metadata: dict[str, str]) -> None:
     inputs = [ctx.get_value_for_var(v, name_hint=ctx.fresh_name("bb_in")) for v in eqn.invars]
@@ -38,7 +36,7 @@ def _emit(ctx: Any, eqn: Any, domain: str, op_type: str, metadata: dict[str, str
         ctx.bind_value_for_var(var, value)
     node = outs[0].producer()
     for key, text in metadata.items():
-        node.metadata_props[META + key] = text
+        node.metadata_props[domains.KEY_PREFIX + key] = text
 
 
 class SlotCallPlugin(PrimitiveLeafPlugin):

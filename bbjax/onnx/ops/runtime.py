@@ -17,8 +17,6 @@ from bbjax.onnx import domains
 from bbjax.onnx.ops.registry import ANY_OP, op
 from bbjax.onnx.treedef import treedef_from_json
 
-_META = "ai.bytesandbrains."
-
 
 class Handlers(Protocol):
     """What a lowered partition's slot calls and wire ops act on during one call."""
@@ -34,13 +32,18 @@ class Handlers(Protocol):
         """The payload delivered on ``port`` (a gather's: stacked, then the arrival mask)."""
 
 
+def _meta(ctx, name: str, default: str | None = None) -> str | None:
+    """The node's bbjax metadata entry ``name``."""
+    return ctx.metadata(domains.KEY_PREFIX + name, default)
+
+
 def slot_call(ctx, *inputs):
     """``role.<role>::<method>``: the bound component's method on the slot's state."""
-    n_triggers = int(ctx.metadata(_META + "n_triggers", "0"))
+    n_triggers = int(_meta(ctx, "n_triggers", "0"))
     data = list(inputs[: len(inputs) - 1 - n_triggers])
-    in_tree = treedef_from_json(ctx.metadata(_META + "in_tree"))
+    in_tree = treedef_from_json(_meta(ctx, "in_tree"))
     args = jax.tree.unflatten(in_tree, [jnp.asarray(v) for v in data])
-    leaves = ctx.handlers.call_slot(ctx.metadata(_META + "slot"), ctx.op_type, args)
+    leaves = ctx.handlers.call_slot(_meta(ctx, "slot"), ctx.op_type, args)
     return (*leaves, np.zeros((), np.uint8))  # the slot's new state token
 
 
@@ -50,7 +53,7 @@ for _role in domains.ROLES:
 
 def _ungated(ctx, inputs: tuple) -> tuple:
     """The inputs without the trailing gate triggers the compiler added."""
-    n_gates = int(ctx.metadata(_META + "n_gates", "0"))
+    n_gates = int(_meta(ctx, "n_gates", "0"))
     return inputs[: len(inputs) - n_gates]
 
 
@@ -64,7 +67,7 @@ def gate(ctx):
 def send(ctx, *inputs):
     """Put the payload in the outbox for the peer set (last input); output the sentinel."""
     *leaves, peers = _ungated(ctx, inputs)
-    ctx.handlers.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
+    ctx.handlers.send(_meta(ctx, "port"), [jnp.asarray(v) for v in leaves], peers)
     return np.zeros((), np.uint8)
 
 
@@ -72,15 +75,15 @@ def send(ctx, *inputs):
 def gather(ctx, *inputs):
     """The sending side of a gather: the payload to the destination peers (last input)."""
     *leaves, peers = _ungated(ctx, inputs)
-    ctx.handlers.send(ctx.metadata(_META + "port"), [jnp.asarray(v) for v in leaves], peers)
+    ctx.handlers.send(_meta(ctx, "port"), [jnp.asarray(v) for v in leaves], peers)
     return np.zeros((), np.uint8)
 
 
 @op("Recv", domain=domains.WIRE, foldable=False)
 def recv(ctx, *gates):
     """The payload delivered for this port (inputs: only gate triggers)."""
-    leaves = ctx.handlers.receive(ctx.metadata(_META + "port"))
+    leaves = ctx.handlers.receive(_meta(ctx, "port"))
     if len(leaves) != ctx.num_outputs:
-        raise ctx.error(f"port {ctx.metadata(_META + 'port')!r} delivered {len(leaves)} "
+        raise ctx.error(f"port {_meta(ctx, 'port')!r} delivered {len(leaves)} "
                         f"arrays, the receive expects {ctx.num_outputs}")
     return tuple(leaves)

@@ -29,23 +29,11 @@ import timing  # noqa: E402
 
 import bbjax  # noqa: E402
 from bbjax.compiler.inline import slot_status  # noqa: E402
+from bbjax.models import MLP, cross_entropy  # noqa: E402
 from bbjax.modules import FedAvgRound  # noqa: E402
 from bbjax.runtime.step import PartitionStep  # noqa: E402
 
 GOAL = 1.02
-
-
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(784, 256, rngs=rngs)
-        self.out = nnx.Linear(256, 10, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-def loss(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def client_step(inline: bool, model, source, local_steps: int):
@@ -65,7 +53,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(640, 784)).astype(np.float32)
     y = rng.integers(0, 10, size=640).astype(np.int32)
-    model = bbjax.components.flax_model(MLP(nnx.Rngs(0)), optax.sgd(0.05), loss)
+    model = bbjax.components.flax_model(MLP(784, 256, 10, rngs=nnx.Rngs(0)), optax.sgd(0.05),
+                                        cross_entropy)
     source = bbjax.components.padded_data_source(x, y, 600, batch_size=64)
     states = {"model": model.init(jax.random.key(0)), "data": source.init(jax.random.key(1))}
     inputs = {"peers.server": np.array([0], np.int32)}

@@ -31,7 +31,7 @@ import bbjax  # noqa: E402
 from bbjax.compiler.inline import slot_status  # noqa: E402
 from bbjax.models import MLP, cross_entropy  # noqa: E402
 from bbjax.modules import FedAvgRound  # noqa: E402
-from bbjax.runtime.step import PartitionStep  # noqa: E402
+from bbjax.compiler.step import PartitionStep  # noqa: E402
 
 GOAL = 1.02
 

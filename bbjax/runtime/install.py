@@ -11,7 +11,7 @@ from bbjax.compiler.program import Partition, Program
 from bbjax.components import Component
 from bbjax.errors import BbjaxError, InstallError
 from bbjax.runtime.node import Node, NodeConfig, PortSpec, port_spec
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 
 
 def install(peer: int, compiled: Compiled, targets: Sequence[str],

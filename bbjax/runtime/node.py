@@ -46,7 +46,7 @@ from bbjax.runtime.node_state import (
     port_spec,
 )
 from bbjax.runtime.peer_health import PeerHealth
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 
 __all__ = [  # the Node and the values it is made of and gives back, in one place
     "MAX_PEER_ID",

@@ -53,7 +53,7 @@ from bbjax.runtime.state_codec import (
 from bbjax.runtime.tensor_codec import type_hash
 
 if TYPE_CHECKING:
-    from bbjax.runtime.step import PartitionStep
+    from bbjax.compiler.step import PartitionStep
 
 MAX_PEER_ID = 2**31 - 1  # peer ids are int32 graph inputs (``peers.<class>``)
 STATE_MAGIC = b"BBNS"

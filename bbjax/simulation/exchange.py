@@ -75,7 +75,7 @@ class SimulatedRuntime:
 
     def slot_state(self, slot: str) -> Any:
         """The peer's current state of ``slot``, for a step's inlined slots
-        (:class:`bbjax.runtime.step.SlotStates`)."""
+        (:class:`bbjax.compiler.step.SlotStates`)."""
         if slot not in self._trees:
             raise StepError(f"no state for slot {slot!r}")
         given, current = self._given[slot], self._current[slot]

@@ -9,7 +9,7 @@ from bbjax.compiler import Compiled
 from bbjax.compiler.program import Program, Receive
 from bbjax.components import Component
 from bbjax.errors import SimulationError
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 
 
 @dataclass

@@ -17,7 +17,7 @@ from bbjax.compiler import annotations as ann
 from bbjax.compiler.passport import COMPILED, COMPILER, FORMAT
 from bbjax.components import weighted_mean
 from bbjax.dsl import Module
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 from bbjax.onnx import domains
 from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
 

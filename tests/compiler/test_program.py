@@ -16,7 +16,7 @@ from bbjax.dsl import Graph, Module
 from bbjax.errors import InstallError, ProgramError, SimulationError, StepError
 from bbjax.modules import FedAvgRound
 from bbjax.runtime.node import NodeConfig
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 from tests.compiler.test_passport_bindings import POPULATION, Relay, holder
 from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
 

@@ -15,7 +15,7 @@ from bbjax.dsl import Graph, Module
 from bbjax.errors import ComponentError
 from bbjax.onnx.ops.registry import OP_TABLE
 from bbjax.runtime.node import AppOutput, NodeConfig, Outbound
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 
 VECTOR = np.array([1.0, -2.0, 3.5], np.float32)
 POPULATION = {"self": 1, "node": 3}

@@ -15,7 +15,7 @@ from bbjax.components import Component, flax_model
 from bbjax.errors import StepError
 from bbjax.modules import FedAvgRound
 from bbjax.runtime import NodeConfig
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 from bbjax.simulation import Peers, simulate
 from bbjax.models import LogisticRegression, cross_entropy
 from tests.cycling_source import cycling_source

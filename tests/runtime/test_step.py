@@ -9,7 +9,7 @@ import pytest
 
 from bbjax.compiler import Compiler
 from bbjax.errors import BbjaxError
-from bbjax.runtime.step import PartitionStep
+from bbjax.compiler.step import PartitionStep
 from bbjax.errors import StepError
 from tests.dsl.test_module import Round, data_source, model  # noqa: F401  (fixture)
 

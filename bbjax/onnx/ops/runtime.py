@@ -2,7 +2,7 @@
 
 A lowered partition gets its handlers as an argument, ``lowered(*args, handlers=h)``; they
 serve that call only, so two calls (interleaved, nested, or traced on two threads) never
-share them. :class:`bbjax.runtime.step.StepRuntime` is the handlers of a partition step.
+share them. :class:`bbjax.compiler.step.StepRuntime` is the handlers of a partition step.
 """
 
 from __future__ import annotations

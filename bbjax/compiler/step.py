@@ -128,7 +128,7 @@ class PartitionStep:
         if self._inlined and not isinstance(handlers, SlotStates):
             raise StepError(f"partition {self.target!r} runs slots {sorted(self._inlined)} "
                             f"inline: its handlers ({type(handlers).__name__}) need "
-                            "slot_state and set_slot_state (bbjax.runtime.step.SlotStates)")
+                            "slot_state and set_slot_state (bbjax.compiler.step.SlotStates)")
         states = {slot: handlers.slot_state(slot) for slot in self._inlined}
         leaves = {name: leaf for slot, layout in self._inlined.items()
                   for name, leaf in zip(layout.inputs, layout.leaves(states[slot]))}

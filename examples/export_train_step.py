@@ -19,15 +19,7 @@ import optax
 from flax import nnx
 
 import bbjax
-
-
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(64, 128, rngs=rngs)
-        self.out = nnx.Linear(128, 10, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
+from bbjax.models import MLP, cross_entropy
 
 
 def synthetic_data(key, n=2048):
@@ -39,7 +31,7 @@ def synthetic_data(key, n=2048):
 
 
 def main(steps: int = 200, batch: int = 128) -> None:
-    model = MLP(nnx.Rngs(0))
+    model = MLP(64, 128, 10, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer = optax.adam(3e-3)
     opt_state = optimizer.init(params)
@@ -47,7 +39,7 @@ def main(steps: int = 200, batch: int = 128) -> None:
     def train_step(params, opt_state, x, y):
         def loss_fn(p):
             logits = nnx.merge(graphdef, p)(x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return cross_entropy(logits, y)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -15,36 +15,24 @@ from __future__ import annotations
 
 import argparse
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 import bbjax
+from bbjax.models import MLP, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.runtime import AppOutput, NodeConfig, Outbound, Rejected
 
 SERVER, CLIENTS, FLAKY = 0, (1, 2, 3, 4), 3
 
 
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(60, 64, rngs=rngs)
-        self.out = nnx.Linear(64, 10, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
 def build_network(local_steps: int, module: bbjax.Module | None = None):
     """The server and client nodes, compiled from ``module`` (default: FedAvgRound)."""
     data = bbjax.data.synthetic(1.0, 1.0, num_clients=len(CLIENTS), seed=1, max_size=800)
-    model = bbjax.components.flax_model(MLP(nnx.Rngs(0)), optax.sgd(0.1), cross_entropy)
+    model = bbjax.components.flax_model(MLP(60, 64, 10, rngs=nnx.Rngs(0)), optax.sgd(0.1),
+                                        cross_entropy)
     shards = {p: data.client(i) for i, p in enumerate(CLIENTS)}
     sources = {p: bbjax.components.array_data_source(*shards[p], batch_size=32) for p in CLIENTS}
     compiled = (bbjax.Compiler().bind("model", model).bind("data", sources[CLIENTS[0]])

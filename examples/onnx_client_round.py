@@ -23,22 +23,11 @@ from flax import nnx
 import bbjax
 from bbjax import cli
 from bbjax.compiler.export_client import client_state
+from bbjax.models import LogisticRegression, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.onnxclient import OnnxClient
 
 SERVER, CLIENTS, ONNX_CLIENT = 0, (1, 2, 3), 3
-
-
-class LogReg(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.out = nnx.Linear(8, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(x)
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def shard(peer: int, n: int = 64) -> tuple[np.ndarray, np.ndarray, int]:
@@ -67,7 +56,8 @@ def deliver_all(server, peers: dict) -> dict[str, float]:
 def main(rounds: int = 5, workdir: str | None = None) -> tuple[list[float], float]:
     """The server's train loss per round with the onnxruntime client, and the largest
     difference between its global model and the one three JAX clients give."""
-    model = bbjax.components.flax_model(LogReg(nnx.Rngs(0)), optax.sgd(0.5), cross_entropy)
+    model = bbjax.components.flax_model(LogisticRegression(8, 3, rngs=nnx.Rngs(0)), optax.sgd(0.5),
+                                        cross_entropy)
     sources = {p: bbjax.components.padded_data_source(*shard(p), batch_size=16)
                for p in CLIENTS}
     compiled = (bbjax.Compiler().bind("model", model).bind("data", sources[1])

@@ -9,23 +9,14 @@ and returns the loss as an app output.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 import bbjax
+from bbjax.models import MLP, cross_entropy
 from bbjax.runtime import AppOutput
-
-
-class Classifier(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(16, 32, rngs=rngs)
-        self.out = nnx.Linear(32, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
 
 
 class TrainStep(bbjax.Module):
@@ -48,9 +39,9 @@ def make_data(n: int = 512, seed: int = 0):
 
 def main(steps: int = 60) -> list[float]:
     x, y = make_data()
-    model = bbjax.components.flax_model(
-        Classifier(nnx.Rngs(0)), optax.adam(1e-2),
-        lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
+    # any flax model (nnx or linen) will do; bbjax.models has a few small ones
+    model = bbjax.components.flax_model(MLP(16, 32, 3, rngs=nnx.Rngs(0)), optax.adam(1e-2),
+                                        cross_entropy)
     data = bbjax.components.array_data_source(x, y, batch_size=32)
 
     compiled = bbjax.Compiler().bind("model", model).bind("data", data).compile(TrainStep())

@@ -20,27 +20,16 @@ import optax
 from flax import nnx
 
 import bbjax
+from bbjax.models import MLP, cross_entropy
 from bbjax.modules import FedAvgRound
-
-
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(60, 64, rngs=rngs)
-        self.out = nnx.Linear(64, 10, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def main(rounds: int = 60, num_clients: int = 100, per_round: int = 10, local_steps: int = 20,
          plot: str | None = None) -> bbjax.History:
     data = bbjax.data.synthetic(1.0, 1.0, num_clients=num_clients, seed=0, max_size=1000)
     train, test = bbjax.data.train_test_split(jax.random.PRNGKey(0), data, test_fraction=0.2)
-    model = bbjax.components.flax_model(MLP(nnx.Rngs(0)), optax.sgd(0.05), cross_entropy)
+    model = bbjax.components.flax_model(MLP(60, 64, 10, rngs=nnx.Rngs(0)), optax.sgd(0.05),
+                                        cross_entropy)
     source = bbjax.components.padded_data_source(train.x[0], train.y[0], int(train.sizes[0]),
                                                  batch_size=10)
     compiled = (bbjax.Compiler().bind("model", model).bind("data", source)

@@ -11,33 +11,21 @@ server gathers and averages, and the next round starts from the new global param
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 import bbjax
+from bbjax.models import MLP, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.runtime import AppOutput, NodeConfig
-
-
-class MLP(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(60, 64, rngs=rngs)
-        self.out = nnx.Linear(64, 10, rngs=rngs)
-
-    def __call__(self, x):
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def main(rounds: int = 15, local_steps: int = 10) -> list[float]:
     data = bbjax.data.synthetic_iid(num_clients=1, seed=0, max_size=2000)
     x, y = data.client(0)
-    model = bbjax.components.flax_model(MLP(nnx.Rngs(0)), optax.sgd(0.1), cross_entropy)
+    model = bbjax.components.flax_model(MLP(60, 64, 10, rngs=nnx.Rngs(0)), optax.sgd(0.1),
+                                        cross_entropy)
     source = bbjax.components.array_data_source(x, y, batch_size=32)
     bindings = {"model": model, "data": source}
     compiled = (bbjax.Compiler().bind("model", model).bind("data", source)

@@ -10,10 +10,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+import numpy as np
+import optax
+from flax import nnx, struct
 
 from bbjax.compiler import Compiler
-from bbjax.components import Component, Role
+from bbjax.components import Component, Role, flax_model, padded_data_source
+from bbjax.data import synthetic, train_test_split
+from bbjax.models import MLP, LogisticRegression, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.simulation import Peers, Simulation
 from bbjax.simulation.experiment import CONFIGS, Experiment, FedAvgConfig, build
@@ -72,6 +76,34 @@ def experiment(config: FedAvgConfig, full: bool, source: str = "padded") -> Expe
     return with_rows_source(exp) if source == "rows" else exp
 
 
+def scaling_experiment(model: str, clients: int, features: int, max_client_size: int,
+                       local_steps: int, batch_size: int, seed: int = 0) -> Experiment:
+    """FedAvg on FedProx Synthetic(1, 1) with ``features`` features, every client running
+    every round (no cohort): ``model`` "logreg" (learning rate 0.01) or "mlp" (64 hidden
+    units, 0.05), ``local_steps`` SGD steps of ``batch_size``, clients capped at
+    ``max_client_size`` examples before the 80/20 split. The ``config`` is
+    ``fedavg-synthetic``'s with these changes (``features`` is not one of its fields)."""
+    lr = 0.05 if model == "mlp" else 0.01
+    config = fedavg_config(model, num_clients=clients, clients_per_round=clients,
+                           max_client_size=max_client_size, local_steps=local_steps,
+                           batch_size=batch_size, learning_rate=lr, seed=seed)
+    data = synthetic(1.0, 1.0, clients, seed, max_size=max_client_size, num_features=features)
+    train, test = train_test_split(jax.random.PRNGKey(seed), data, 0.2)
+    classes = int(np.asarray(data.y).max()) + 1
+    rngs = nnx.Rngs(seed)
+    module = (MLP(features, 64, classes, rngs=rngs) if model == "mlp"
+              else LogisticRegression(features, classes, rngs=rngs))
+    component = flax_model(module, optax.sgd(lr), cross_entropy)
+    batch = min(batch_size, int(np.asarray(train.sizes).min()))
+    source = padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch)
+    compiled = Compiler().bind("model", component).bind("data", source).compile(
+        FedAvgRound(local_steps))
+    population = {"server": Peers(1), "client": Peers(
+        clients, init_args={"data": (train.x, train.y, train.sizes)})}
+    return Experiment(config, compiled, population, {"model": component, "data": source},
+                      train, test)
+
+
 def with_rows_source(exp: Experiment) -> Experiment:
     """``exp`` (same data, model and population; ``config.rule`` None) with its clients
     drawing batches with :func:`random_rows_source` instead of ``padded_data_source``."""
@@ -99,6 +131,12 @@ class BbjaxRounds:
         self.states, metrics = self.round(self.states, self.r)
         self.r += 1
         return metrics
+
+    def compile(self) -> Any:
+        """Compile the round ahead of time (it then runs from that executable); XLA's
+        memory analysis of it."""
+        self.round = self.round.lower(self.states, self.r).compile()
+        return self.round.memory_analysis()
 
     def warm_up(self, rounds: int) -> None:
         """Compile and run ``rounds`` rounds on a copy of the states (they do not advance)."""

@@ -1,24 +1,31 @@
 """How bbjax's simulated FedAvg round scales with the number of clients per round.
 
 Every client runs every round (``Peers(cohort=None)``; population = clients per round):
-10 to 10 000 clients for the MLP 60-64-10 and up to 100 000 for logistic regression, on
-FedProx Synthetic(1, 1) with each client capped at ``--max-client-size`` examples (default
-100, before the 80/20 train/test split; it bounds the padded ``[clients, rows, 60]`` data
-that the states hold). Each configuration runs in a fresh subprocess: it builds the
-experiment, runs the jitted round (``Simulation.round``, what ``bbjax.simulate`` scans)
-once to compile, then times ``--rounds`` rounds after two warm-up rounds.
+10 to 100 000 clients for logistic regression and up to 10 000 for the MLP (64 hidden
+units), on FedProx Synthetic(1, 1) with ``--features`` features and each client capped at
+``--max-client-size`` examples (before the 80/20 train/test split; it bounds the padded
+``[clients, rows, features]`` data that the states hold). Each configuration runs in a
+fresh subprocess: it builds the experiment, compiles the jitted round
+(``Simulation.round``, what ``bbjax.simulate`` scans, states donated) ahead of time, runs
+it once, then times ``--rounds`` rounds after two warm-up rounds.
 
-Reports the median time per round, clients per second, the compile time (first round
-included), the simulation states' size and the peak memory: on CPU the process's peak RSS
-from the simulation's start (initial states, compilation, rounds; the data generation
-before it excluded, the data it keeps included), on GPU the device's
-``peak_bytes_in_use``. Writes benchmarks/results/simulate_scaling_<platform>.json, one row
-per configuration in RESULTS.md and benchmarks/simulate_scaling.png (log-log time per
-round and clients per second; needs matplotlib: ``pip install bbjax[plot]``).
+Reports the median time per round, clients per second, the compile time, the simulation
+states' size and the round's memory from XLA's compiled memory analysis: temp (working
+buffers), and ``working`` = (temp + output) / argument, the round's memory beyond its
+inputs relative to the state it is given (the arguments are the states; the outputs, the
+new states, alias the donated inputs). Also the process's peak RSS from the simulation's
+start on CPU (the data it keeps included; its generation excluded), the device's
+``peak_bytes_in_use`` on GPU. ``--memory-scheduler`` runs the children with
+``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA's CPU default
+schedules for concurrency and keeps every local step's batch alive at once.
 
-    python benchmarks/simulate_scaling.py [--device cpu|gpu] [--max-clients 100000]
-        [--max-client-size 100] [--local-steps 20] [--batch 10] [--rounds 5]
-        [--source padded|rows] [--quick]
+Writes benchmarks/results/simulate_scaling_<platform>.json, one row per configuration in
+RESULTS.md and benchmarks/simulate_scaling.png (log-log time per round, clients per second
+and working memory; needs matplotlib: ``pip install bbjax[plot]``).
+
+    python benchmarks/simulate_scaling.py [--device cpu|gpu] [--models logreg,mlp]
+        [--max-clients 100000] [--features 60] [--max-client-size 100] [--local-steps 20]
+        [--batch 10] [--rounds 5] [--source padded|rows] [--memory-scheduler] [--quick]
 """
 
 from __future__ import annotations
@@ -37,24 +44,30 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import timing  # noqa: E402
-from fedavg_workload import SOURCES, BbjaxRounds, experiment, fedavg_config  # noqa: E402
+from fedavg_workload import (SOURCES, BbjaxRounds, scaling_experiment,  # noqa: E402
+                             with_rows_source)
 
-CLIENTS = {"mlp": [10, 100, 1000, 10_000], "logreg": [10, 100, 1000, 10_000, 100_000]}
+CLIENTS = {"logreg": [10, 100, 1000, 10_000, 100_000], "mlp": [10, 100, 1000, 10_000]}
 PLOT = Path(__file__).parent / "simulate_scaling.png"
 RESULT_PREFIX = "RESULT "
+MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--models", default="logreg,mlp", help="comma-separated: logreg, mlp")
     p.add_argument("--max-clients", type=int, default=100_000)
+    p.add_argument("--features", type=int, default=60)
     p.add_argument("--max-client-size", type=int, default=100)
     p.add_argument("--local-steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per configuration")
     p.add_argument("--source", choices=SOURCES, default="padded",
-                   help="the clients' DataSource: bbjax's padded_data_source (as built by "
-                        "bbjax.simulation.experiment) or uniform random rows")
+                   help="the clients' DataSource: bbjax's padded_data_source or uniform "
+                        "random rows")
+    p.add_argument("--memory-scheduler", action="store_true",
+                   help=f"run the children with XLA_FLAGS={MEMORY_SCHEDULER}")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: up to 100 clients, 5 local steps, 3 timed rounds")
     p.add_argument("--child", nargs=2, metavar=("MODEL", "CLIENTS"), help=argparse.SUPPRESS)
@@ -75,17 +88,18 @@ def rss_mb(field: str) -> float:
 def run_one(args: argparse.Namespace, model: str, clients: int) -> dict:
     """Build, compile and time one configuration in this process."""
     started = time.perf_counter()
-    cfg = fedavg_config(model, num_clients=clients, clients_per_round=clients,
-                        max_client_size=args.max_client_size, local_steps=args.local_steps,
-                        batch_size=args.batch)
-    exp = experiment(cfg, full=True, source=args.source)
+    exp = scaling_experiment(model, clients, args.features, args.max_client_size,
+                             args.local_steps, args.batch)
+    if args.source == "rows":
+        exp = with_rows_source(exp)
     setup_s = time.perf_counter() - started
     gpu = args.device == "gpu"
     if not gpu:
         Path("/proc/self/clear_refs").write_text("5")  # restart the peak RSS from here
-    rounds = BbjaxRounds(exp, jax.random.PRNGKey(cfg.seed))
-    state_mb = sum(leaf.nbytes for leaf in jax.tree.leaves(rounds.states)) / 1e6
+    rounds = BbjaxRounds(exp, jax.random.PRNGKey(exp.config.seed))
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(rounds.states))
     started = time.perf_counter()
+    memory = rounds.compile()
     first = jax.block_until_ready(rounds())
     compile_s = time.perf_counter() - started
     samples = timing.interleaved({"round": rounds}, args.rounds, 1)["round"]
@@ -93,9 +107,16 @@ def run_one(args: argparse.Namespace, model: str, clients: int) -> dict:
     peak_mb = (jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 1e6 if gpu
                else rss_mb("VmHWM"))
     round_s = float(np.median(samples))
+    analysis = {name: int(getattr(memory, f"{name}_size_in_bytes"))
+                for name in ("argument", "output", "alias", "temp")}
     return {"model": model, "clients": clients, "round_s": round_s,
             "clients_per_s": clients / round_s, "compile_s": compile_s, "setup_s": setup_s,
-            "state_mb": state_mb, "peak_mb": peak_mb,
+            "state_mb": state_bytes / 1e6, "memory_analysis": analysis,
+            "temp_mb": analysis["temp"] / 1e6,
+            "working": (analysis["temp"] + analysis["output"]) / analysis["argument"],
+            "peak_ratio": (analysis["argument"] + analysis["temp"] + analysis["output"]
+                           - analysis["alias"]) / analysis["argument"],
+            "peak_mb": peak_mb,
             "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
             "train_loss": [float(first["train_loss"]), float(last["train_loss"])],
             "train_rows": int(exp.train.x.shape[1]), "samples_s": samples}
@@ -104,10 +125,14 @@ def run_one(args: argparse.Namespace, model: str, clients: int) -> dict:
 def spawn(args: argparse.Namespace, model: str, clients: int) -> dict:
     """``run_one`` in a fresh Python process, so that peaks do not accumulate."""
     command = [sys.executable, __file__, "--child", model, str(clients),
-               "--device", args.device, "--max-client-size", str(args.max_client_size),
+               "--device", args.device, "--features", str(args.features),
+               "--max-client-size", str(args.max_client_size),
                "--local-steps", str(args.local_steps), "--batch", str(args.batch),
                "--rounds", str(args.rounds), "--source", args.source]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ)
+    if args.memory_scheduler:
+        env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), MEMORY_SCHEDULER]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{model} with {clients} clients failed (exit {done.returncode}):\n"
@@ -124,15 +149,18 @@ def plot(results: list[dict], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = (("round_s", "time per round (s)", "log"),
+              ("clients_per_s", "clients per second", "log"),
+              ("working", "(temp + output) / state", "linear"))
     for model in CLIENTS:
         rows = [r for r in results if r["model"] == model]
         if rows:
             n = [r["clients"] for r in rows]
-            left.plot(n, [r["round_s"] for r in rows], "o-", label=model)
-            right.plot(n, [r["clients_per_s"] for r in rows], "o-", label=model)
-    for ax, label in ((left, "time per round (s)"), (right, "clients per second")):
-        ax.set(xscale="log", yscale="log", xlabel="clients per round", ylabel=label)
+            for ax, (key, _, _) in zip(axes, panels):
+                ax.plot(n, [r[key] for r in rows], "o-", label=model)
+    for ax, (_, label, yscale) in zip(axes, panels):
+        ax.set(xscale="log", yscale=yscale, xlabel="clients per round", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.suptitle(title, fontsize=10)
@@ -149,26 +177,34 @@ def main() -> None:
         model, clients = args.child
         print(RESULT_PREFIX + json.dumps(run_one(args, model, int(clients))), flush=True)
         return
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(CLIENTS))
+    if unknown:
+        raise SystemExit(f"unknown models {unknown}; known: {sorted(CLIENTS)}")
     results = []
-    for model, sizes in CLIENTS.items():
-        for clients in (n for n in sizes if n <= args.max_clients):
+    for model in models:
+        for clients in (n for n in CLIENTS[model] if n <= args.max_clients):
             r = spawn(args, model, clients)
             results.append(r)
             print(f"{model} {clients:>6} clients: {r['round_s'] * 1e3:10.1f} ms/round, "
                   f"{r['clients_per_s']:9.0f} clients/s, compile {r['compile_s']:.1f} s, "
-                  f"state {r['state_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB", flush=True)
+                  f"state {r['state_mb']:.1f} MB, temp {r['temp_mb']:.1f} MB, working "
+                  f"{r['working']:.2f}x state, peak RSS {r['peak_mb']:.0f} MB", flush=True)
     if not results:
         raise SystemExit(f"no configuration has at most --max-clients {args.max_clients}")
-    setting = (f"K={args.local_steps}, B={args.batch}, max client size {args.max_client_size}, "
-               f"{args.source} source")
+    setting = (f"K={args.local_steps}, B={args.batch}, {args.features} features, max client "
+               f"size {args.max_client_size}, {args.source} source"
+               + (", XLA memory scheduler" if args.memory_scheduler else ""))
     command = " ".join(["python"] + sys.argv)
-    record = {"local_steps": args.local_steps, "batch": args.batch,
+    record = {"local_steps": args.local_steps, "batch": args.batch, "features": args.features,
               "max_client_size": args.max_client_size, "source": args.source,
-              "rounds": args.rounds, "results": results, "command": command}
+              "memory_scheduler": args.memory_scheduler, "rounds": args.rounds,
+              "results": results, "command": command}
     for r in results:
         cells = [r["model"], str(r["clients"]), setting, f"{r['round_s'] * 1e3:.1f}",
                  f"{r['clients_per_s']:.0f}", f"{r['compile_s']:.1f}", f"{r['state_mb']:.1f}",
-                 f"{r['peak_mb']:.0f}", f"`{command}`"]
+                 f"{r['temp_mb']:.1f}", f"**{r['working']:.2f}**", f"{r['peak_mb']:.0f}",
+                 f"`{command}`"]
         path = timing.write("simulate_scaling", record, cells)
     print("wrote", path)
     plot(results, f"bbjax FedAvg round, every client runs; {setting}; {timing.machine()}")

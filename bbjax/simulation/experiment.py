@@ -23,6 +23,7 @@ from bbjax.components import (Component, flax_model, padded_data_source, rule_ag
                               scaffold_model)
 from bbjax.data import FederatedData, load_npz, synthetic, synthetic_iid, train_test_split
 from bbjax.errors import ConfigError
+from bbjax.models import MLP, LogisticRegression, cross_entropy
 from bbjax.modules import FedAvgRound, ScaffoldRound
 from bbjax.modules.secure_fedavg import SecureFedAvgRound
 from bbjax.simulation.history import History
@@ -192,28 +193,6 @@ def load_config(name_or_path: str) -> FedAvgConfig:
     return FedAvgConfig().replace(**fields)
 
 
-class _Linear(nnx.Module):
-    def __init__(self, features: int, classes: int, rngs: nnx.Rngs):
-        self.out = nnx.Linear(features, classes, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.out(x)
-
-
-class _MLP(nnx.Module):
-    def __init__(self, features: int, hidden: int, classes: int, rngs: nnx.Rngs):
-        self.hidden = nnx.Linear(features, hidden, rngs=rngs)
-        self.out = nnx.Linear(hidden, classes, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.out(jax.nn.relu(self.hidden(x)))
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy against integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
 @dataclass
 class Experiment:
     """Everything ``simulate`` needs for one configuration."""
@@ -269,9 +248,9 @@ def build(config: FedAvgConfig) -> Experiment:
                           f"test_fraction or raise max_client_size", field="test_fraction")
     features, classes = int(np.prod(train.x.shape[2:])), int(data.y.max()) + 1
     if config.model == "logreg":
-        module = _Linear(features, classes, nnx.Rngs(config.seed))
+        module = LogisticRegression(features, classes, rngs=nnx.Rngs(config.seed))
     else:
-        module = _MLP(features, config.hidden, classes, nnx.Rngs(config.seed))
+        module = MLP(features, config.hidden, classes, rngs=nnx.Rngs(config.seed))
     if config.rule == "scaffold":
         model = scaffold_model(module, config.learning_rate, cross_entropy)
     else:

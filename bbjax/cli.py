@@ -106,7 +106,7 @@ def _save_model(model: Any, path: str) -> None:
 
 def _simulate(args: argparse.Namespace) -> int:
     from bbjax.simulation import checkpoint
-    from bbjax.simulation.experiment import CONFIGS, FedAvgConfig, build, load_config
+    from bbjax.experiments import CONFIGS, FedAvgConfig, build, load_config
 
     if args.list:
         for name, config in CONFIGS.items():

@@ -45,7 +45,7 @@ import timing  # noqa: E402
 from fedavg_workload import BbjaxRounds  # noqa: E402
 
 from bbjax.data import FederatedData  # noqa: E402
-from bbjax.simulation.experiment import Experiment, FedAvgConfig, build  # noqa: E402
+from bbjax.experiments import Experiment, FedAvgConfig, build  # noqa: E402
 
 HERE = Path(__file__).parent
 FLOWER_VENV = HERE / ".flower-venv"

@@ -1,5 +1,5 @@
 """The FedAvg workload of the ``simulate_*`` benchmarks: a ready-made bbjax experiment
-(``bbjax.simulation.experiment``) and its jitted round, run one round per call with the
+(``bbjax.experiments.fedavg``) and its jitted round, run one round per call with the
 states donated from call to call."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bbjax.data import synthetic, train_test_split
 from bbjax.models import MLP, LogisticRegression, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.simulation import Peers, Simulation
-from bbjax.simulation.experiment import CONFIGS, Experiment, FedAvgConfig, build
+from bbjax.experiments import CONFIGS, Experiment, FedAvgConfig, build
 
 SOURCES = ("padded", "rows")
 

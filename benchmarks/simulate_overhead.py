@@ -8,7 +8,7 @@ among client ``i``'s real (unpadded) rows with ``jax.random.randint``, then the 
 weighted by example counts. With a cohort it draws the round's client ids with
 ``jax.random.choice`` (no replacement), as bbjax does; the rows are gathered straight
 from the padded data of all clients, never copying the cohort's data. Same data, model,
-initial parameters, optimizer and FLOPs as bbjax's round (``bbjax.simulation.experiment``:
+initial parameters, optimizer and FLOPs as bbjax's round (``bbjax.experiments.fedavg``:
 FedProx Synthetic(1, 1), MLP 60-64-10 or logistic regression, client-side ``optax.sgd``).
 
 Two bbjax rounds: ``bbjax``, the experiment as built (batches from ``padded_data_source``:
@@ -44,7 +44,8 @@ import timing  # noqa: E402
 from fedavg_workload import BbjaxRounds, experiment, fedavg_config, with_rows_source  # noqa: E402
 
 from bbjax.data import FederatedData  # noqa: E402
-from bbjax.simulation.experiment import FedAvgConfig, cross_entropy  # noqa: E402
+from bbjax.experiments import FedAvgConfig  # noqa: E402
+from bbjax.models import cross_entropy  # noqa: E402
 
 Params = Any
 RoundFn = Callable[[Params, tuple[jax.Array, jax.Array, jax.Array], int],

@@ -51,7 +51,7 @@ WORKER = textwrap.dedent("""
     import numpy as np
     from jax.experimental import multihost_utils
     from bbjax.simulation import simulate
-    from bbjax.simulation.experiment import FedAvgConfig, build
+    from bbjax.experiments import FedAvgConfig, build
 
     def to_host(tree):
         return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))

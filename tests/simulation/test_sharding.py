@@ -35,7 +35,7 @@ RUNS = textwrap.dedent("""
     import json, pickle, sys
     import jax
     import numpy as np
-    from bbjax.simulation.experiment import FedAvgConfig, build
+    from bbjax.experiments import FedAvgConfig, build
 
     out, config, device_counts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
     experiment = build(FedAvgConfig(**config))

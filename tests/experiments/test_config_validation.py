@@ -11,8 +11,8 @@ import pytest
 from bbjax.cli import main
 from bbjax.data import FederatedData, save_npz
 from bbjax.errors import ConfigError
-from bbjax.simulation import experiment
-from bbjax.simulation.experiment import FedAvgConfig, build, load_config
+from bbjax.experiments import fedavg
+from bbjax.experiments import FedAvgConfig, build, load_config
 
 NAN, INF = float("nan"), float("inf")
 
@@ -98,8 +98,8 @@ def no_data(monkeypatch):
     """Fail the test if a synthetic dataset is generated."""
     def refuse(*args, **kwargs):
         raise AssertionError("data was generated before the configuration was checked")
-    monkeypatch.setattr(experiment, "synthetic", refuse)
-    monkeypatch.setattr(experiment, "synthetic_iid", refuse)
+    monkeypatch.setattr(fedavg, "synthetic", refuse)
+    monkeypatch.setattr(fedavg, "synthetic_iid", refuse)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -11,7 +11,7 @@ import pytest
 from bbjax.cli import main
 from bbjax.errors import ConfigError
 from bbjax.simulation import History
-from bbjax.simulation.experiment import CONFIGS, FedAvgConfig, load_config
+from bbjax.experiments import CONFIGS, FedAvgConfig, load_config
 
 
 @pytest.fixture

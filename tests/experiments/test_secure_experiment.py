@@ -9,7 +9,7 @@ import pytest
 
 from bbjax.cli import main
 from bbjax.errors import ConfigError
-from bbjax.simulation.experiment import FedAvgConfig
+from bbjax.experiments import FedAvgConfig
 
 SMALL = ["--set", "num_clients=12", "--set", "clients_per_round=4", "--set", "local_steps=5",
          "--set", "max_client_size=60", "--set", "learning_rate=0.05", "--no-progress"]

@@ -12,7 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("aggregators", "algorithms", "components", "compression", "data", "errors",
-                "models", "modules", "onnx", "privacy", "runtime", "selection", "simulation")
+                "experiments", "models", "modules", "onnx", "privacy", "runtime", "selection",
+                "simulation")
 _NAMES = {"Compiled": "bbjax.compiler", "Compiler": "bbjax.compiler", "load": "bbjax.compiler",
           "Component": "bbjax.components", "Role": "bbjax.components",
           "ComponentError": "bbjax.errors", "Graph": "bbjax.dsl", "Module": "bbjax.dsl",
@@ -22,8 +23,8 @@ _NAMES = {"Compiled": "bbjax.compiler", "Compiler": "bbjax.compiler", "load": "b
 
 __all__ = ["Compiled", "Compiler", "Component", "ComponentError", "Graph", "History", "Module",
            "Node", "NodeConfig", "Peers", "Role",
-           "aggregators", "algorithms", "components", "compression", "data", "errors", "install",
-           "load", "models", "modules", "onnx", "privacy", "runtime", "selection", "simulate", "simulation", "__version__"]
+           "aggregators", "algorithms", "components", "compression", "data", "errors", "experiments",
+           "install", "load", "models", "modules", "onnx", "privacy", "runtime", "selection", "simulate", "simulation", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

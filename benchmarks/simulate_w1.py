@@ -1,7 +1,7 @@
 """Workload W1 through ``bbjax.simulate`` against the same rounds written by hand in pure
 JAX, one process, interleaved; and what a second ``simulate`` call costs.
 
-W1: FedAvg on FedProx Synthetic(1, 1) (``bbjax.simulation.experiment``'s
+W1: FedAvg on FedProx Synthetic(1, 1) (``bbjax.experiments.fedavg``'s
 ``fedavg-synthetic``: 100 clients of at most 1000 examples, 80% for training), 10 clients
 per round, 20 SGD steps of batch 10 at learning rate 0.01, logistic regression, 30 rounds,
 the server averaging by example counts. Two pairs, each timed as the 30-round program
@@ -49,7 +49,8 @@ from bbjax.compiler import Compiler  # noqa: E402
 from bbjax.components import replay_data_source  # noqa: E402
 from bbjax.modules import FedAvgRound  # noqa: E402
 from bbjax.simulation import Peers, Simulation, clear_cache, simulate  # noqa: E402
-from bbjax.simulation.experiment import FedAvgConfig, build, cross_entropy  # noqa: E402
+from bbjax.experiments import FedAvgConfig, build  # noqa: E402
+from bbjax.models import cross_entropy  # noqa: E402
 from bbjax.simulation.run import _scan_rounds  # noqa: E402
 
 

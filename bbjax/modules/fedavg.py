@@ -39,6 +39,19 @@ from bbjax.dsl import Graph, Module
 from bbjax.errors import InvalidArgument
 
 
+def train_locally(g: Graph, clients: Any, local_steps: int) -> tuple[list, Any]:
+    """Send the ``model`` slot's parameters to ``clients``, load them there and take
+    ``local_steps`` steps on ``data`` batches; returns the step losses and the last one."""
+    on_client = g.send("global", g.slot("model").params(), to=clients)
+    g.slot("model").load_parameters(on_client)
+    losses, trigger = [], on_client
+    for _ in range(local_steps):
+        x, y = g.slot("data").next_batch(after=trigger)
+        trigger = g.slot("model").train(x, y)
+        losses.append(trigger)
+    return losses, trigger
+
+
 class FedAvgRound(Module):
     name = "fedavg"
 
@@ -62,13 +75,7 @@ class FedAvgRound(Module):
 
     def body(self, g: Graph) -> None:
         clients, server = g.peers("client", self.num_clients), g.peers("server")
-        on_client = g.send("global", g.slot("model").params(), to=clients)
-        g.slot("model").load_parameters(on_client)
-        losses, trigger = [], on_client
-        for _ in range(self.local_steps):
-            x, y = g.slot("data").next_batch(after=trigger)
-            trigger = g.slot("model").train(x, y)
-            losses.append(trigger)
+        losses, trigger = train_locally(g, clients, self.local_steps)
         num = (g.slot("data").num_examples(after=trigger) if self.weighted
                else jnp.int32(1))
         local = (g.slot("model").params(), jnp.mean(jnp.stack(losses)), num)

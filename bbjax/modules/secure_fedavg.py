@@ -39,6 +39,7 @@ from bbjax.components import Component
 from bbjax.components.pet_masking import DEFAULT_MASK_CONFIG, pet_masking
 from bbjax.dsl import Graph, Module
 from bbjax.errors import InvalidArgument
+from bbjax.modules.fedavg import train_locally
 from bbjax.protocols.pet.config import MaskConfig, MaskConfigPair
 
 
@@ -71,13 +72,7 @@ class SecureFedAvgRound(Module):
     def body(self, g: Graph) -> None:
         clients, server, sums = g.peers("client", self.num_clients), g.peers("server"), \
             g.peers("sum")
-        on_client = g.send("global", g.slot("model").params(), to=clients)
-        g.slot("model").load_parameters(on_client)
-        losses, trigger = [], on_client
-        for _ in range(self.local_steps):
-            x, y = g.slot("data").next_batch(after=trigger)
-            trigger = g.slot("model").train(x, y)
-            losses.append(trigger)
+        losses, trigger = train_locally(g, clients, self.local_steps)
         num = (g.slot("data").num_examples(after=trigger).astype(jnp.float32) if self.weighted
                else jnp.float32(1))
         cap = 1.0 if self.max_weight is None else self.max_weight

@@ -21,7 +21,9 @@ A ``peers.<class>`` input holds the running ids of that class, shared by the pee
 stage, except that the peers of an entry with ``neighbours`` each see their own neighbour
 row as the entry's peers. Only the peers that ran write their states back: with a cohort,
 each leaf a step rewrote is scattered into the entry's stack at the drawn ids, and leaves
-it did not rewrite (a client's data, say) are neither copied nor written.
+it did not rewrite (a client's data, say) are neither copied nor written. A cohort's step
+reads its states from the entry's stacks at the drawn rows (:mod:`bbjax.simulation.rows`),
+so a drawn client's ``x[rows]`` is one gather from the stacked data, never a copy of it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from bbjax.dsl.graph import peer_input_name
 from bbjax.errors import SimulationError
 from bbjax.simulation.exchange import PEER_AXIS, SimulatedRuntime
 from bbjax.simulation.population import Peers, resolve_groups
+from bbjax.simulation.rows import RowView
+from bbjax.simulation.rows import run as run_rows
 from bbjax.simulation.schedule import Stage, build_stages
 
 States = dict[str, dict[str, Any]]  # entry -> slot -> state stacked over the entry's peers
@@ -282,9 +286,9 @@ class Simulation:
         if peers.dropout > 0:
             delivers = delivers & jax.random.bernoulli(key, 1.0 - peers.dropout, ids.shape)
 
-        def one_peer(states_i, inputs_i, inbox_i, peer_id, row, delivers_i, neighbours_i):
+        def one_peer(states_i, inputs_i, inbox_i, peer_id, delivers_i, neighbours_i):
             runtime = SimulatedRuntime(stage.step.components, states_i, inbox_i,
-                                       peer_id=peer_id, delivers=delivers_i, row=row,
+                                       peer_id=peer_id, delivers=delivers_i,
                                        neighbours=neighbours_i, rows_of=rows_of)
             for slot in starts:
                 runtime.call_slot(slot, START_ROUND, (index,))
@@ -293,12 +297,27 @@ class Simulation:
                       for port, (leaves, to) in runtime.outbox.items()}
             return runtime.rewritten(), outputs, outbox
 
+        def one_drawn_peer(stacks, row, *args):
+            """``one_peer`` with its states read from the entry's stacks at ``row``
+            (:mod:`bbjax.simulation.rows`: no copy of the drawn peers' states)."""
+            shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), stacks)
+            closed, out = jax.make_jaxpr(lambda st, a: one_peer(st, *a),
+                                         return_shape=True)(shapes, args)
+            views = [RowView(stack, row) for stack in jax.tree.leaves(stacks)]
+            return jax.tree.unflatten(jax.tree.structure(out),
+                                      run_rows(closed, views + jax.tree.leaves(args)))
+
         full = states[stage.group]
         local = {s: full[s] for s in stage.step.slots}
-        axes = (None if cohort else 0, input_axes, inbox_axes, 0, 0 if cohort else None, 0,
-                None if own is None else 0)
-        rewritten, outputs, outbox = jax.vmap(one_peer, in_axes=axes, axis_name=PEER_AXIS)(
-            local, inputs, inbox, ids, rows if cohort else None, delivers, own)
+        args = (inputs, inbox, ids, delivers, own)
+        axes = (input_axes, inbox_axes, 0, 0, None if own is None else 0)
+        if cohort:
+            rewritten, outputs, outbox = jax.vmap(
+                one_drawn_peer, in_axes=(None, 0, *axes), axis_name=PEER_AXIS)(
+                    local, rows, *args)
+        else:
+            rewritten, outputs, outbox = jax.vmap(
+                one_peer, in_axes=(0, *axes), axis_name=PEER_AXIS)(local, *args)
         for slot in stage.step.slots:
             leaves, tree = jax.tree.flatten(full[slot])
             for i, new in enumerate(rewritten[slot]):

@@ -6,10 +6,8 @@ is delivered here, inside the vmapped step: from each peer's ``Peers(neighbours=
 (O(n·k) for n peers of k neighbours) or, without them, from every running peer of the
 class (the complete graph, O(n²) by nature).
 
-With a cohort the step reads the entry's whole state stacks: each slot call gathers the
-leaves the peer has not rewritten from its row afresh, so a read such as a client's
-``x[rows]`` fuses into one gather from the stack and no copy of the drawn clients' data is
-made.
+The states it is given are the peer's own; which leaves the step rewrote is seen at trace
+time (a leaf returned as it was given is not rewritten).
 """
 
 from __future__ import annotations
@@ -28,23 +26,21 @@ PEER_AXIS = "peers"
 class SimulatedRuntime:
     """The slot and wire handlers of one of many vmapped peers, for one stage.
 
-    ``states[slot]`` is the peer's state, or with ``row`` (the peer's row in the entry,
-    when a cohort runs) the entry's whole stacks, read at ``row``. ``peer_id`` is the
-    peer's id in its entry (``-1``: an empty cohort slot), ``delivers`` whether its messages
-    this round reach anyone, ``neighbours`` its neighbour ids (None: every running peer)
-    and ``rows_of`` each entry id's running row (``-1``: not running), unmapped.
+    ``states[slot]`` is the peer's state, ``peer_id`` its id in its entry (``-1``: an empty
+    cohort slot), ``delivers`` whether its messages this round reach anyone,
+    ``neighbours`` its neighbour ids (None: every running peer) and ``rows_of`` each entry
+    id's running row (``-1``: not running), unmapped.
     """
 
     def __init__(self, components: Mapping[str, Component], states: Mapping[str, Any],
-                 inbox: Mapping[str, list], *, peer_id: Any, delivers: Any, row: Any = None,
+                 inbox: Mapping[str, list], *, peer_id: Any, delivers: Any,
                  neighbours: Any = None, rows_of: Any = None):
         self.components = components
         self.inbox = inbox
         self.outbox: dict[str, tuple[list, Any]] = {}
         self.peer_id, self.delivers = peer_id, delivers
-        self._row, self._neighbours, self._rows_of = row, neighbours, rows_of
+        self._neighbours, self._rows_of = neighbours, rows_of
         self._trees, self._given, self._current = {}, {}, {}
-        self._handed: dict[str, list] = {}  # leaves slot_state handed to an inlined slot
         for slot, tree in states.items():
             leaves, self._trees[slot] = jax.tree.flatten(tree)
             self._given[slot], self._current[slot] = leaves, list(leaves)
@@ -52,15 +48,10 @@ class SimulatedRuntime:
     def call_slot(self, slot: str, method: str, args: Any) -> list:
         if slot not in self._trees:
             raise StepError(f"no state for slot {slot!r}")
-        given, current = self._given[slot], self._current[slot]
-        row = None if self._row is None else jax.lax.optimization_barrier(self._row)
-        passed = [(g if row is None else g[row]) if c is g else c
-                  for c, g in zip(current, given)]
+        current = self._current[slot]
         state, outputs = self.components[slot].call(
-            method, jax.tree.unflatten(self._trees[slot], passed), *args)
-        for i, (new, old) in enumerate(zip(jax.tree.leaves(state), passed)):
-            if new is not old:
-                current[i] = new
+            method, jax.tree.unflatten(self._trees[slot], current), *args)
+        self._current[slot] = jax.tree.leaves(state)
         return jax.tree.leaves(outputs)
 
     def send(self, port: str, leaves: list, peers: Any) -> None:
@@ -78,20 +69,11 @@ class SimulatedRuntime:
         (:class:`bbjax.compiler.step.SlotStates`)."""
         if slot not in self._trees:
             raise StepError(f"no state for slot {slot!r}")
-        given, current = self._given[slot], self._current[slot]
-        passed = [c if c is not g else g if self._row is None else g[self._row]
-                  for c, g in zip(current, given)]
-        self._handed[slot] = passed
-        return jax.tree.unflatten(self._trees[slot], passed)
+        return jax.tree.unflatten(self._trees[slot], self._current[slot])
 
     def set_slot_state(self, slot: str, state: Any) -> None:
-        """Make ``state`` the peer's state of ``slot``; a leaf handed out by
-        :meth:`slot_state` and given back unchanged stays unrewritten."""
-        handed = self._handed.pop(slot, None)
-        current, given = self._current[slot], self._given[slot]
-        for i, leaf in enumerate(jax.tree.leaves(state)):
-            if not (handed is not None and leaf is handed[i] and current[i] is given[i]):
-                current[i] = leaf
+        """Make ``state`` the peer's state of ``slot``."""
+        self._current[slot] = jax.tree.leaves(state)
 
     def rewritten(self) -> dict[str, list]:
         """Per slot, each state leaf the step rewrote, or None where it kept the old one."""

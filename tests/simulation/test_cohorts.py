@@ -168,3 +168,27 @@ def test_a_published_schedule_and_batch_order_replay_exactly(fedavg):
     assert not np.allclose(w, start["kernel"], atol=1e-3)  # the rounds moved the model
     np.testing.assert_allclose(got["kernel"][0], w, rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(got["bias"][0], b, rtol=2e-5, atol=2e-6)
+
+
+def test_a_cohort_reads_the_drawn_clients_data_in_place():
+    """The round's working memory does not grow with the rows each client holds: the drawn
+    clients' padded data is read from the stack, never copied (a copy of 4 drawn clients'
+    1000 extra rows would be 4 * 1000 * 7 * 4 bytes)."""
+
+    def temp_bytes(rows: int) -> int:
+        rng = np.random.default_rng(0)
+        xs = [rng.normal(size=(rows, 6)).astype(np.float32) for _ in range(12)]
+        ys = [rng.integers(0, 3, rows).astype(np.int32) for _ in range(12)]
+        data = bbjax.data.FederatedData.from_clients(xs, ys)
+        model = flax_model(LogisticRegression(6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.1),
+                           cross_entropy)
+        source = padded_data_source(data.x[0], data.y[0], rows, batch_size=5)
+        compiled = bbjax.Compiler().bind("model", model).bind("data", source).compile(
+            FedAvgRound(local_steps=2))
+        sim = Simulation(compiled, {"server": 1, "client": Peers(
+            12, init_args={"data": (data.x, data.y, data.sizes)}, cohort=4)})
+        shapes = jax.eval_shape(sim.init, jax.random.PRNGKey(0))
+        analysis = jax.jit(sim.round).lower(shapes, jax.random.PRNGKey(0)).compile()
+        return analysis.memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(1050) - temp_bytes(50) < 4 * 1000 * 7 * 4 // 4

@@ -13,6 +13,7 @@ from flax import nnx
 from bbjax.components import array_data_source, fixed_view_selector, flax_model
 from bbjax.dsl import Module
 from bbjax.errors import ModuleError, UnboundSlotError
+from bbjax.models import cross_entropy as ce  # tests/runtime/conftest.py imports ce too
 from bbjax.onnx import domains
 
 
@@ -22,10 +23,6 @@ class Net(nnx.Module):
 
     def __call__(self, x):
         return self.dense(x)
-
-
-def ce(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ Catch :class:`BbjaxError` for all of them, a stage's base for one stage::
     │   ├── PrivacyError
     │   ├── CompressionError
     │   ├── SelectionError
+    │   ├── TopologyError
     │   └── DataError
     ├── WireError                    bytes that cross a boundary
     │   └── EnvelopeError
@@ -207,6 +208,12 @@ class CompressionError(InvalidArgument):
 
 class SelectionError(InvalidArgument):
     """A client selector was built with invalid parameters."""
+
+
+class TopologyError(InvalidArgument):
+    """A communication graph or mixing rule was given invalid parameters (a node count,
+    degree, seed or rule name out of range), or a ``Topology``'s arrays do not fit (dtype,
+    shape, neighbour ids, weights that are not stochastic)."""
 
 
 class DataError(InvalidArgument):

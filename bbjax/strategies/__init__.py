@@ -1,0 +1,2 @@
+"""Training strategies: what a run does with its peers (``decentralized``: topologies and
+gossip-style algorithms)."""

@@ -209,7 +209,7 @@ def random_regular(n: int, k: int, seed: int | np.random.Generator) -> Topology:
     weights ``1 / (k + 1)``; the same seed gives the same graph.
 
     With ``d = min(k, n - 1 - k)`` (a graph with ``k > (n - 1) / 2`` is the complement of a
-    ``d``-regular one): for ``d <= 5`` it is exactly uniform over all such graphs (the pairing
+    ``d``-regular one): for ``d <= 6`` it is exactly uniform over all such graphs (the pairing
     model, rejecting pairings with a loop or a double edge; expected tries about
     ``exp((d^2 - 1) / 4)``); for larger ``d`` it is the Steger-Wormald sequential pairing
     (asymptotically uniform, what ``networkx.random_regular_graph`` does).
@@ -221,16 +221,18 @@ def random_regular(n: int, k: int, seed: int | np.random.Generator) -> Topology:
         raise TopologyError(f"n * k must be even for a k-regular graph, got n = {n}, k = {k}")
     rng = _rng(seed)
     degree = min(int(k), n - 1 - int(k))
-    adjacency = np.zeros((n, n), dtype=bool)
+    u = v = np.zeros(0, np.int64)
     if degree:
-        sample = _pairing if degree <= 5 else _sequential_pairing
-        u, v = sample(n, degree, rng)
-        adjacency[u, v] = adjacency[v, u] = True
+        u, v = (_pairing if degree <= 6 else _sequential_pairing)(n, degree, rng)
+    receivers, senders = np.concatenate([u, v]), np.concatenate([v, u])
+    order = np.lexsort((senders, receivers))
+    neighbours = senders[order].reshape(n, degree)
     if degree != k:
-        adjacency = ~adjacency
+        adjacency = np.ones((n, n), dtype=bool)
+        adjacency[receivers, senders] = False
         np.fill_diagonal(adjacency, False)
-    return from_neighbours(np.stack([np.flatnonzero(row) for row in adjacency]),
-                           name=f"random_regular({n}, {k})")
+        neighbours = np.nonzero(adjacency)[1].reshape(n, int(k))
+    return from_neighbours(neighbours, name=f"random_regular({n}, {k})")
 
 
 def _pairing(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,245 @@
+"""Gossip averaging over a topology, and the per-node mixing weights every decentralized
+round of this package shares.
+
+Each round node ``i`` sends its value to its out-neighbours and replaces it by
+``w_ii x_i + Σ_j w_ij x_j`` over its in-neighbours ``j`` (row ``round % T`` of the
+topology's weights). With doubly stochastic weights on a connected graph every node tends
+to the mean of the initial values; after ``t`` rounds the values are ``W^t x_0``.
+
+A node's own rows of a :class:`~bbjax.strategies.decentralized.topology.Topology` live in
+its state (:func:`mixing_weights`, slot ``weights``), so one compiled round serves any
+topology of the same shape; :func:`population` builds the population: the ``node`` peers
+with their neighbours and weights, and one ``self`` peer that only starts each round with
+an empty (0-byte) message. Each node gathers from its in-neighbours inside its own step
+(O(N·k)). A node counts the rounds it ran, so time-varying weights stay in step as long as
+every node runs every round: give no cohort.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from bbjax.components import Component, Role
+from bbjax.dsl import Graph, Module, PeerSet
+from bbjax.errors import InvalidArgument
+from bbjax.simulation import Peers
+
+if TYPE_CHECKING:
+    from bbjax.strategies.decentralized.topology import Topology
+
+PyTree = Any
+NODE = "node"
+"""The peer class of a decentralized round's nodes."""
+
+_SUM_TOLERANCE = 1e-4
+
+
+@struct.dataclass
+class MixingState:
+    """Node ``i``'s rows of a topology: its in-neighbours' weights ``[T, k]``, its own
+    weight ``[T]``, its in- and out-neighbours (``-1`` padding) and the rounds it has run."""
+
+    neighbour_weights: jax.Array
+    self_weights: jax.Array
+    in_neighbours: jax.Array
+    out_neighbours: jax.Array
+    step: jax.Array
+
+
+def mixing_args(topology: Topology) -> tuple[np.ndarray, ...]:
+    """Each node's rows of ``topology``, stacked over the nodes: the arguments of
+    :func:`mixing_weights`' ``init`` (``[N, T, k]`` weights, ``[N, T]`` self weights,
+    ``[N, k]`` in-neighbours and ``[N, k_out]`` out-neighbours, ``k_out`` the largest
+    out-degree)."""
+    neighbours = np.asarray(topology.neighbours)
+    n = neighbours.shape[0]
+    receiver, column = np.nonzero(neighbours >= 0)
+    sender = neighbours[receiver, column]
+    order = np.argsort(sender, kind="stable")
+    receiver, sender = receiver[order], sender[order]
+    degree = np.bincount(sender, minlength=n)
+    first = np.concatenate([[0], np.cumsum(degree)[:-1]])
+    out = np.full((n, max(1, int(degree.max(initial=0)))), -1, np.int32)
+    out[sender, np.arange(sender.size) - first[sender]] = receiver
+    weights = np.asarray(topology.weights, np.float32).transpose(1, 0, 2)
+    self_weights = np.asarray(topology.self_weights, np.float32).T
+    return (np.ascontiguousarray(weights), np.ascontiguousarray(self_weights),
+            neighbours.astype(np.int32), out)
+
+
+def mixing_weights(topology: Topology, name: str = "weights") -> Component:
+    """A Protocol component holding one node's rows of ``topology`` (:class:`MixingState`).
+
+    ``init(key, neighbour_weights=None, self_weights=None, in_neighbours=None,
+    out_neighbours=None)`` takes a node's rows (:func:`mixing_args`; default: node 0's).
+    ``peers() -> (in_neighbours, out_neighbours)`` (int32 ``[k]`` and ``[k_out]``);
+    ``next_round() -> (weights, self_weight)``: row ``step % T`` (``[k]`` and a scalar),
+    and the round is counted.
+    """
+    default = tuple(a[0] for a in mixing_args(topology))
+    period = default[0].shape[0]
+
+    def init(key: jax.Array, neighbour_weights: Any = None, self_weights: Any = None,
+             in_neighbours: Any = None, out_neighbours: Any = None) -> MixingState:
+        del key
+        given = (neighbour_weights, self_weights, in_neighbours, out_neighbours)
+        rows = [jnp.asarray(d if a is None else a, d.dtype) for a, d in zip(given, default)]
+        for row, d, what in zip(rows, default, ("neighbour_weights", "self_weights",
+                                                  "in_neighbours", "out_neighbours")):
+            if row.shape != d.shape:
+                raise InvalidArgument(f"mixing_weights: {what} has shape {row.shape}, the "
+                                      f"topology's rows {d.shape}")
+        return MixingState(*rows, step=jnp.int32(0))
+
+    def peers(state: MixingState) -> tuple[MixingState, tuple[jax.Array, jax.Array]]:
+        return state, (state.in_neighbours, state.out_neighbours)
+
+    def next_round(state: MixingState) -> tuple[MixingState, tuple[jax.Array, jax.Array]]:
+        t = state.step % period
+        return state.replace(step=state.step + 1), (state.neighbour_weights[t],
+                                                    state.self_weights[t])
+
+    return Component(Role.PROTOCOL, init, {"peers": peers, "next_round": next_round}, name)
+
+
+def check_stochastic(topology: Topology, sums: Literal["rows", "columns"]) -> None:
+    """Raise :class:`InvalidArgument` unless ``topology``'s weights are finite, zero on
+    padding, and each round's mixing matrix has ``sums`` (rows or columns) of 1."""
+    neighbours = np.asarray(topology.neighbours)
+    weights = np.asarray(topology.weights, np.float64)
+    self_weights = np.asarray(topology.self_weights, np.float64)
+    name = getattr(topology, "name", "topology")
+    n, k = neighbours.shape
+    if weights.ndim != 3 or weights.shape[1:] != (n, k) or self_weights.shape != weights.shape[:2]:
+        raise InvalidArgument(f"topology {name!r}: weights {list(weights.shape)} and "
+                              f"self_weights {list(self_weights.shape)} do not fit "
+                              f"neighbours [{n}, {k}] (need [T, {n}, {k}] and [T, {n}])")
+    if not (np.isfinite(weights).all() and np.isfinite(self_weights).all()):
+        raise InvalidArgument(f"topology {name!r}: its weights hold a NaN or an infinity")
+    if np.any(weights[:, neighbours < 0] != 0):
+        raise InvalidArgument(f"topology {name!r}: a padding column (-1) has a nonzero weight")
+    if sums == "rows":
+        totals = self_weights + weights.sum(-1)
+    else:
+        totals = self_weights.copy()
+        for t in range(weights.shape[0]):
+            np.add.at(totals[t], np.clip(neighbours, 0, None), weights[t])
+    bad = np.argwhere(np.abs(totals - 1) > _SUM_TOLERANCE)
+    if bad.size:
+        t, i = bad[0]
+        what = "row" if sums == "rows" else "column"
+        hint = (" (a column-stochastic, directed topology needs PushSumSGD)" if sums == "rows"
+                else "")
+        raise InvalidArgument(f"topology {name!r}: {what} {i} of round {t}'s mixing matrix "
+                              f"sums to {totals[t, i]:.6g}, not 1{hint}")
+
+
+def population(topology: Topology, init_args: Mapping[str, tuple] | None = None, *,
+               sums: Literal["rows", "columns"] = "rows", weights_slot: str = "weights",
+               dropout: float = 0.0) -> dict[str, Any]:
+    """The population of a decentralized round over ``topology``: ``{"self": 1, "node":
+    Peers(N, ...)}``.
+
+    ``init_args`` are the nodes' other slots' (``[N, ...]`` leaves); the ``weights_slot``
+    gets each node's rows (:func:`mixing_args`). The nodes see their topology's
+    in-neighbours and lose each message with probability ``dropout``. Raises
+    :class:`InvalidArgument` when a leaf of ``init_args`` has not ``N`` rows or the weights
+    are not ``sums``-stochastic (:func:`check_stochastic`).
+    """
+    if sums not in ("rows", "columns"):
+        raise InvalidArgument(f"sums must be 'rows' or 'columns', got {sums!r}")
+    check_stochastic(topology, sums)
+    n = np.asarray(topology.neighbours).shape[0]
+    init_args = dict(init_args or {})
+    for slot, args in init_args.items():
+        for leaf in jax.tree.leaves(args):
+            if np.ndim(leaf) == 0 or np.shape(leaf)[0] != n:
+                raise InvalidArgument(
+                    f"topology {getattr(topology, 'name', '')!r} has {n} nodes, but a leaf of "
+                    f"init_args[{slot!r}] has shape {list(np.shape(leaf))} (need [{n}, ...])")
+    if weights_slot in init_args:
+        raise InvalidArgument(f"init_args names the weights slot {weights_slot!r}")
+    init_args[weights_slot] = mixing_args(topology)
+    return {"self": 1, NODE: Peers(n, init_args=init_args, dropout=dropout,
+                                   neighbours=np.asarray(topology.neighbours, np.int32))}
+
+
+def mix(own: PyTree, stacked: PyTree, arrived: jax.Array, weights: jax.Array,
+        self_weight: jax.Array) -> PyTree:
+    """``self_weight · own + Σ_k weights_k · stacked_k`` over the neighbours that arrived;
+    the weight of one that did not stays with ``own``, so each row keeps its sum.
+
+    ``stacked`` leaves are ``[k, *own.shape]``; the sum runs in float32 and is cast back.
+    Raises :class:`InvalidArgument` when ``k`` is not the weights' length.
+    """
+    k = weights.shape[-1]
+    for leaf in jax.tree.leaves(stacked):
+        if leaf.shape[0] != k:
+            raise InvalidArgument(
+                f"a node gathered {leaf.shape[0]} neighbours but holds {k} mixing weights: "
+                "build the population with population(topology) so that both come from one "
+                "topology")
+    heard = jnp.where(arrived, weights, 0.0).astype(jnp.float32)
+    keep = (self_weight + jnp.sum(weights - heard)).astype(jnp.float32)
+    return jax.tree.map(
+        lambda x, xs: (keep * x.astype(jnp.float32)
+                       + jnp.tensordot(heard, xs.astype(jnp.float32), 1)).astype(x.dtype),
+        own, stacked)
+
+
+def start_round(g: Graph) -> tuple[Any, PeerSet, PeerSet]:
+    """The ``self`` peer starts the round on every node with an empty message (0 bytes);
+    returns it as received, and the node's in- and out-neighbours (``weights`` slot)."""
+    tick = g.send("round", jnp.zeros((0,), jnp.uint8), to=g.peers(NODE))
+    ins, out = g.slot("weights").peers(after=tick)
+    return tick, PeerSet(ins, NODE), PeerSet(out, NODE)
+
+
+@struct.dataclass
+class ValueState:
+    """The value a node averages."""
+
+    value: PyTree
+
+
+def gossip_value(template: PyTree, name: str = "value") -> Component:
+    """A Protocol component holding a pytree shaped like ``template``: ``init(key,
+    value=None)`` (default ``template``), ``value() -> value``, ``set(value) -> ()``."""
+    template = jax.tree.map(jnp.asarray, template)
+
+    def init(key: jax.Array, value: PyTree = None) -> ValueState:
+        del key
+        value = template if value is None else value
+        return ValueState(jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype), template, value))
+
+    def get(state: ValueState) -> tuple[ValueState, PyTree]:
+        return state, state.value
+
+    def put(state: ValueState, value: PyTree) -> tuple[ValueState, tuple[()]]:
+        return ValueState(value), ()
+
+    return Component(Role.PROTOCOL, init, {"value": get, "set": put}, name)
+
+
+class GossipAveraging(Module):
+    """One round of gossip averaging: every node sends its ``value`` slot's value to its
+    out-neighbours and keeps ``w_ii x_i + Σ_j w_ij x_j`` (:func:`mix`).
+
+    Slots: ``value`` (:func:`gossip_value`) and ``weights`` (:func:`mixing_weights`).
+    Output: ``neighbours_heard``, the mean number of in-neighbours whose value arrived.
+    """
+
+    name = "gossip_averaging"
+
+    def body(self, g: Graph) -> None:
+        tick, ins, out = start_round(g)
+        value = g.slot("value").value(after=tick)
+        stacked, arrived = g.gather("value", value, to=out, senders=ins)
+        weights, self_weight = g.slot("weights").next_round(after=arrived)
+        g.slot("value").set(mix(value, stacked, arrived, weights, self_weight))
+        g.output("neighbours_heard", jnp.sum(arrived.astype(jnp.int32)))

@@ -104,7 +104,9 @@ def _simple(n: int, k: int) -> list[Round]:
     if n == 1 or _smooth_part(n, k) == n:
         return _hyper_hypercube(n, k)
     base = k + 1
-    power = base ** (len(np.base_repr(n, base)) - 1)
+    power = 1
+    while power * base <= n:
+        power *= base
     sizes, digits, powers = [], [], []
     rest = n
     while rest:

@@ -50,6 +50,9 @@ def reverse_slots(neighbours: np.ndarray) -> np.ndarray:
     count, k = neighbours.shape
     rows = np.broadcast_to(np.arange(count)[:, None], neighbours.shape)
     valid = neighbours != EMPTY
+    reverse = np.full(neighbours.shape, EMPTY, dtype=np.int64)
+    if not valid.any():
+        return reverse
     codes = rows[valid] * count + neighbours[valid]
     flat_slots = np.broadcast_to(np.arange(k), neighbours.shape)[valid]
     order = np.argsort(codes)
@@ -57,7 +60,6 @@ def reverse_slots(neighbours: np.ndarray) -> np.ndarray:
     wanted = neighbours[valid] * count + rows[valid]
     at = np.minimum(np.searchsorted(codes, wanted), codes.size - 1)
     found = codes[at] == wanted
-    reverse = np.full(neighbours.shape, EMPTY, dtype=np.int64)
     reverse[valid] = np.where(found, flat_slots[at], EMPTY)
     return reverse
 

@@ -136,6 +136,12 @@ def test_complete_graph_has_gap_one_and_a_disconnected_graph_gap_zero():
     assert spectral_gap(from_neighbours(two_rings)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_isolated_nodes_keep_their_value():
+    weights, self_weights = metropolis_hastings(np.full((3, 1), -1))
+    assert not weights.any() and self_weights.tolist() == [1.0, 1.0, 1.0]
+    assert spectral_gap(from_neighbours(np.full((3, 1), -1), "uniform")) == 0.0
+
+
 @pytest.mark.parametrize("n", [12, 17])
 def test_gossip_on_a_ring_contracts_at_the_slem(n):
     topology = ring(n)

@@ -151,6 +151,14 @@ def test_base_graph_averages_exactly_for_any_n_and_k(n, k):
     assert np.abs(x - x.mean()).max() < 1e-12
 
 
+@pytest.mark.parametrize("n, k", [(43, 40), (97, 95), (200, 37), (100, 50)])
+def test_base_graph_averages_exactly_with_many_peers_per_round(n, k):
+    topology = base_graph(n, k)
+    assert max(max(len(s) for s in _neighbour_sets(topology, t))
+               for t in range(topology.period)) <= k
+    assert np.abs(_product(topology, range(topology.period)) - 1 / n).max() < 1e-12
+
+
 def test_base_graph_on_powers_of_k_plus_one_is_the_hypercube_and_complete_at_k_n_minus_1():
     assert base_graph(27, 2).period == 3 and base_graph(16, 1).period == 4
     np.testing.assert_allclose(base_graph(6, 5).matrix(), np.full((6, 6), 1 / 6), atol=1e-15)

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bbjax.errors import TopologyError
-from bbjax.strategies.decentralized._neighbours import EMPTY, degrees, neighbour_array, reverse_slots
+from bbjax.strategies.decentralized._neighbours import (
+    EMPTY,
+    degrees,
+    neighbour_array,
+    reverse_slots,
+)
 
 if TYPE_CHECKING:
     from bbjax.strategies.decentralized.topology import Topology

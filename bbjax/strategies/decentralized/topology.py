@@ -18,8 +18,12 @@ import numpy as np
 
 from bbjax.errors import TopologyError
 from bbjax.strategies.decentralized import _base_graph
-from bbjax.strategies.decentralized._neighbours import (EMPTY, neighbour_array, pad_rows,
-                                                        reverse_slots)
+from bbjax.strategies.decentralized._neighbours import (
+    EMPTY,
+    neighbour_array,
+    pad_rows,
+    reverse_slots,
+)
 from bbjax.strategies.decentralized.mixing import RULES
 
 _TOLERANCE = 1e-5

@@ -16,10 +16,18 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from bbjax.errors import TopologyError
-from bbjax.strategies.decentralized import (Topology, base_graph, complete, exponential,
-                                            from_neighbours, one_peer_exponential,
-                                            random_regular, ring,
-                                            second_largest_eigenvalue_modulus, torus)
+from bbjax.strategies.decentralized import (
+    Topology,
+    base_graph,
+    complete,
+    exponential,
+    from_neighbours,
+    one_peer_exponential,
+    random_regular,
+    ring,
+    second_largest_eigenvalue_modulus,
+    torus,
+)
 
 
 def _neighbour_sets(topology: Topology, round: int | None = None) -> list[set[int]]:
@@ -248,23 +256,23 @@ HALF = np.full((1, 2, 1), 0.5)
 
 
 @pytest.mark.parametrize("fields, match", [
-    (dict(neighbours=PAIR.astype(float)), "int array"),
-    (dict(weights=HALF.astype(int)), "float array"),
-    (dict(weights=HALF[0]), "float array"),
-    (dict(self_weights=np.full((2, 2), 0.5)), "2 rounds"),
-    (dict(self_weights=np.full((1, 2), 0.6)), "doubly stochastic"),
-    (dict(weights=np.array([[[0.5], [0.4]]]), self_weights=np.array([[0.5, 0.6]])),
+    ({"neighbours": PAIR.astype(float)}, "int array"),
+    ({"weights": HALF.astype(int)}, "float array"),
+    ({"weights": HALF[0]}, "float array"),
+    ({"self_weights": np.full((2, 2), 0.5)}, "2 rounds"),
+    ({"self_weights": np.full((1, 2), 0.6)}, "doubly stochastic"),
+    ({"weights": np.array([[[0.5], [0.4]]]), "self_weights": np.array([[0.5, 0.6]])},
      "symmetric"),
-    (dict(weights=np.array([[[0.5], [np.nan]]])), "non-finite"),
-    (dict(directed=True, self_weights=np.array([[0.4, 0.5]])), "column-stochastic"),
-    (dict(neighbours=np.array([[1, -1], [0, -1]]), weights=np.array([[[0.5, 0.1], [0.5, 0]]])),
+    ({"weights": np.array([[[0.5], [np.nan]]])}, "non-finite"),
+    ({"directed": True, "self_weights": np.array([[0.4, 0.5]])}, "column-stochastic"),
+    ({"neighbours": np.array([[1, -1], [0, -1]]), "weights": np.array([[[0.5, 0.1], [0.5, 0]]])},
      "padding"),
-    (dict(name=3), "name"),
-    (dict(directed="yes"), "directed"),
+    ({"name": 3}, "name"),
+    ({"directed": "yes"}, "directed"),
 ])
 def test_a_topology_refuses_arrays_that_do_not_fit(fields, match):
-    arguments = dict(name="pair", neighbours=PAIR, weights=HALF,
-                     self_weights=np.full((1, 2), 0.5), directed=False)
+    arguments = {"name": "pair", "neighbours": PAIR, "weights": HALF,
+                     "self_weights": np.full((1, 2), 0.5), "directed": False}
     Topology(**arguments)
     with pytest.raises(TopologyError, match=match):
         Topology(**{**arguments, **fields})

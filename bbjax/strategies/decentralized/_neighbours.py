@@ -45,8 +45,8 @@ def degrees(neighbours: np.ndarray) -> np.ndarray:
 
 
 def reverse_slots(neighbours: np.ndarray) -> np.ndarray:
-    """``[N, k]``: for ``j = neighbours[i, s]``, the slot of ``i`` in row ``j`` (-1 where row ``j``
-    does not list ``i``, and on padding), so ``w[j, reverse[i, s]]`` is the reverse edge's weight."""
+    """``[N, k]``: for ``j = neighbours[i, s]``, the slot of ``i`` in row ``j`` (-1 where row
+    ``j`` does not list ``i``, and on padding): ``w[j, reverse[i, s]]`` weighs the reverse edge."""
     count, k = neighbours.shape
     rows = np.broadcast_to(np.arange(count)[:, None], neighbours.shape)
     valid = neighbours != EMPTY

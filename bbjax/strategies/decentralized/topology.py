@@ -129,8 +129,9 @@ def _float_array(field: str, value: Any, ndim: int, tail: tuple[int, ...]) -> np
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.floating) or array.ndim != ndim \
             or array.shape[1:] != tail or array.shape[0] < 1:
-        raise TopologyError(f"Topology.{field} must be a float array [T, {', '.join(map(str, tail))}]"
-                            f" with T >= 1, got {array.dtype}{list(array.shape)}")
+        shape = ", ".join(["T", *map(str, tail)])
+        raise TopologyError(f"Topology.{field} must be a float array [{shape}] with T >= 1, "
+                            f"got {array.dtype}{list(array.shape)}")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         raise TopologyError(f"Topology.{field} has non-finite entries")

@@ -29,7 +29,7 @@ from bbjax._checks import check_count
 from bbjax.components import Component, Role
 from bbjax.compression import Codec
 from bbjax.dsl import Graph, Module, PeerSet
-from bbjax.errors import InvalidArgument
+from bbjax.errors import InvalidArgument, TopologyError
 from bbjax.strategies.decentralized.gossip import PyTree, mix, start_round
 
 
@@ -79,7 +79,7 @@ def choco_copies(codec: Codec, template: PyTree, degree: int,
         decoded = jax.vmap(lambda p: codec.decode(jax.tree.unflatten(structure, p)))(payloads)
         gathered = {leaf.shape[0] for leaf in jax.tree.leaves(decoded)}
         if gathered != {degree}:
-            raise InvalidArgument(f"{name}: a node gathered {sorted(gathered)} neighbours' "
+            raise TopologyError(f"{name}: a node gathered {sorted(gathered)} neighbours' "
                                   f"payloads but keeps copies of {degree}: give choco_copies "
                                   "the topology's degree (neighbours.shape[1])")
         copies = jax.tree.map(

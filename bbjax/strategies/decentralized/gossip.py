@@ -17,7 +17,7 @@ every node runs every round: give no cohort.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -26,17 +26,13 @@ from flax import struct
 
 from bbjax.components import Component, Role
 from bbjax.dsl import Graph, Module, PeerSet
-from bbjax.errors import InvalidArgument
+from bbjax.errors import TopologyError
 from bbjax.simulation import Peers
-
-if TYPE_CHECKING:
-    from bbjax.strategies.decentralized.topology import Topology
+from bbjax.strategies.decentralized.topology import Topology
 
 PyTree = Any
 NODE = "node"
 """The peer class of a decentralized round's nodes."""
-
-_SUM_TOLERANCE = 1e-4
 
 
 @struct.dataclass
@@ -56,8 +52,7 @@ def mixing_args(topology: Topology) -> tuple[np.ndarray, ...]:
     :func:`mixing_weights`' ``init`` (``[N, T, k]`` weights, ``[N, T]`` self weights,
     ``[N, k]`` in-neighbours and ``[N, k_out]`` out-neighbours, ``k_out`` the largest
     out-degree)."""
-    neighbours = np.asarray(topology.neighbours)
-    n = neighbours.shape[0]
+    neighbours, n = topology.neighbours, topology.count
     receiver, column = np.nonzero(neighbours >= 0)
     sender = neighbours[receiver, column]
     order = np.argsort(sender, kind="stable")
@@ -66,10 +61,8 @@ def mixing_args(topology: Topology) -> tuple[np.ndarray, ...]:
     first = np.concatenate([[0], np.cumsum(degree)[:-1]])
     out = np.full((n, max(1, int(degree.max(initial=0)))), -1, np.int32)
     out[sender, np.arange(sender.size) - first[sender]] = receiver
-    weights = np.asarray(topology.weights, np.float32).transpose(1, 0, 2)
-    self_weights = np.asarray(topology.self_weights, np.float32).T
-    return (np.ascontiguousarray(weights), np.ascontiguousarray(self_weights),
-            neighbours.astype(np.int32), out)
+    return (np.ascontiguousarray(topology.weights.transpose(1, 0, 2)),
+            np.ascontiguousarray(topology.self_weights.T), neighbours, out)
 
 
 def mixing_weights(topology: Topology, name: str = "weights") -> Component:
@@ -92,7 +85,7 @@ def mixing_weights(topology: Topology, name: str = "weights") -> Component:
         for row, d, what in zip(rows, default, ("neighbour_weights", "self_weights",
                                                   "in_neighbours", "out_neighbours")):
             if row.shape != d.shape:
-                raise InvalidArgument(f"mixing_weights: {what} has shape {row.shape}, the "
+                raise TopologyError(f"mixing_weights: {what} has shape {row.shape}, the "
                                       f"topology's rows {d.shape}")
         return MixingState(*rows, step=jnp.int32(0))
 
@@ -107,66 +100,38 @@ def mixing_weights(topology: Topology, name: str = "weights") -> Component:
     return Component(Role.PROTOCOL, init, {"peers": peers, "next_round": next_round}, name)
 
 
-def check_stochastic(topology: Topology, sums: Literal["rows", "columns"]) -> None:
-    """Raise :class:`InvalidArgument` unless ``topology``'s weights are finite, zero on
-    padding, and each round's mixing matrix has ``sums`` (rows or columns) of 1."""
-    neighbours = np.asarray(topology.neighbours)
-    weights = np.asarray(topology.weights, np.float64)
-    self_weights = np.asarray(topology.self_weights, np.float64)
-    name = getattr(topology, "name", "topology")
-    n, k = neighbours.shape
-    if weights.ndim != 3 or weights.shape[1:] != (n, k) or self_weights.shape != weights.shape[:2]:
-        raise InvalidArgument(f"topology {name!r}: weights {list(weights.shape)} and "
-                              f"self_weights {list(self_weights.shape)} do not fit "
-                              f"neighbours [{n}, {k}] (need [T, {n}, {k}] and [T, {n}])")
-    if not (np.isfinite(weights).all() and np.isfinite(self_weights).all()):
-        raise InvalidArgument(f"topology {name!r}: its weights hold a NaN or an infinity")
-    if np.any(weights[:, neighbours < 0] != 0):
-        raise InvalidArgument(f"topology {name!r}: a padding column (-1) has a nonzero weight")
-    if sums == "rows":
-        totals = self_weights + weights.sum(-1)
-    else:
-        totals = self_weights.copy()
-        for t in range(weights.shape[0]):
-            np.add.at(totals[t], np.clip(neighbours, 0, None), weights[t])
-    bad = np.argwhere(np.abs(totals - 1) > _SUM_TOLERANCE)
-    if bad.size:
-        t, i = bad[0]
-        what = "row" if sums == "rows" else "column"
-        hint = (" (a column-stochastic, directed topology needs PushSumSGD)" if sums == "rows"
-                else "")
-        raise InvalidArgument(f"topology {name!r}: {what} {i} of round {t}'s mixing matrix "
-                              f"sums to {totals[t, i]:.6g}, not 1{hint}")
-
-
 def population(topology: Topology, init_args: Mapping[str, tuple] | None = None, *,
-               sums: Literal["rows", "columns"] = "rows", weights_slot: str = "weights",
+               push_sum: bool = False, weights_slot: str = "weights",
                dropout: float = 0.0) -> dict[str, Any]:
     """The population of a decentralized round over ``topology``: ``{"self": 1, "node":
     Peers(N, ...)}``.
 
     ``init_args`` are the nodes' other slots' (``[N, ...]`` leaves); the ``weights_slot``
     gets each node's rows (:func:`mixing_args`). The nodes see their topology's
-    in-neighbours and lose each message with probability ``dropout``. Raises
-    :class:`InvalidArgument` when a leaf of ``init_args`` has not ``N`` rows or the weights
-    are not ``sums``-stochastic (:func:`check_stochastic`).
+    in-neighbours and lose each message with probability ``dropout``. The weights must be
+    doubly stochastic, or only column-stochastic with ``push_sum=True`` (the push-sum
+    rounds). Raises :class:`TopologyError` when ``topology`` is no ``Topology``, a leaf of
+    ``init_args`` has not ``N`` rows or the weights do not suit the round.
     """
-    if sums not in ("rows", "columns"):
-        raise InvalidArgument(f"sums must be 'rows' or 'columns', got {sums!r}")
-    check_stochastic(topology, sums)
-    n = np.asarray(topology.neighbours).shape[0]
+    if not isinstance(topology, Topology):
+        raise TopologyError(f"topology must be a Topology, got {type(topology).__name__}")
+    if not push_sum and not topology.doubly_stochastic:
+        raise TopologyError(f"{topology.name}'s weights are only column-stochastic: gossip "
+                            "would not keep the mean; use a push-sum round (PushSumAveraging, "
+                            "PushSumSGD) with population(..., push_sum=True)")
+    n = topology.count
     init_args = dict(init_args or {})
     for slot, args in init_args.items():
         for leaf in jax.tree.leaves(args):
             if np.ndim(leaf) == 0 or np.shape(leaf)[0] != n:
-                raise InvalidArgument(
-                    f"topology {getattr(topology, 'name', '')!r} has {n} nodes, but a leaf of "
-                    f"init_args[{slot!r}] has shape {list(np.shape(leaf))} (need [{n}, ...])")
+                raise TopologyError(
+                    f"{topology.name} has {n} nodes, but a leaf of init_args[{slot!r}] has "
+                    f"shape {list(np.shape(leaf))} (need [{n}, ...])")
     if weights_slot in init_args:
-        raise InvalidArgument(f"init_args names the weights slot {weights_slot!r}")
+        raise TopologyError(f"init_args names the weights slot {weights_slot!r}")
     init_args[weights_slot] = mixing_args(topology)
     return {"self": 1, NODE: Peers(n, init_args=init_args, dropout=dropout,
-                                   neighbours=np.asarray(topology.neighbours, np.int32))}
+                                   neighbours=topology.neighbours)}
 
 
 def mix(own: PyTree, stacked: PyTree, arrived: jax.Array, weights: jax.Array,
@@ -175,12 +140,12 @@ def mix(own: PyTree, stacked: PyTree, arrived: jax.Array, weights: jax.Array,
     the weight of one that did not stays with ``own``, so each row keeps its sum.
 
     ``stacked`` leaves are ``[k, *own.shape]``; the sum runs in float32 and is cast back.
-    Raises :class:`InvalidArgument` when ``k`` is not the weights' length.
+    Raises :class:`TopologyError` when ``k`` is not the weights' length.
     """
     k = weights.shape[-1]
     for leaf in jax.tree.leaves(stacked):
         if leaf.shape[0] != k:
-            raise InvalidArgument(
+            raise TopologyError(
                 f"a node gathered {leaf.shape[0]} neighbours but holds {k} mixing weights: "
                 "build the population with population(topology) so that both come from one "
                 "topology")

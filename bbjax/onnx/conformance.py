@@ -159,12 +159,32 @@ def run_case(case: Any) -> str | None:
     return None
 
 
-def run(ops: Iterable[str] | None = None) -> Report:
-    """Run every selected case (optionally only cases using one of ``ops``)."""
+def selected_cases() -> tuple[Any, ...]:
+    """The cases :func:`run` runs: every op they use is supported (not excluded ones)."""
+    supported = supported_ops()
+    return tuple(case for case in node_cases() if model_ops(case.model) <= supported
+                 and exclusion_reason(case) is None)
+
+
+def covering_cases() -> tuple[Any, ...]:
+    """A few of :func:`selected_cases` that use every op type the selected ones use: per
+    op type, its first case (in the suite's order) unless an earlier pick already uses it."""
+    chosen, covered = [], set()
+    for case in selected_cases():
+        used = {op_type for _, op_type in model_ops(case.model)}
+        if not used <= covered:
+            chosen.append(case)
+            covered |= used
+    return tuple(chosen)
+
+
+def run(ops: Iterable[str] | None = None, cases: Iterable[Any] | None = None) -> Report:
+    """Run every selected case of ``cases`` (default: the whole suite), optionally only the
+    cases using one of ``ops``."""
     wanted = set(ops) if ops else None
     supported = supported_ops()
     report = Report()
-    for case in node_cases():
+    for case in node_cases() if cases is None else cases:
         used = model_ops(case.model)
         if wanted is not None and not any(op_type in wanted for _, op_type in used):
             continue

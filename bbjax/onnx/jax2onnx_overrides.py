@@ -16,6 +16,12 @@ registers its own plugin for some primitives, through jax2onnx's ``register_prim
   the last bits and so breaks bit-exact ``jax.random.normal``; the override emits
   ``ai.bytesandbrains.lax::ErfInv``.
 
+jax2onnx loads its plugins by importing every module of its plugin tree. Its ``equinox``
+plugins build example models when imported (~10 s of XLA compiles per process, before the
+first export), and its ``examples`` and ``dm_pix`` trees add nothing bbjax exports, so
+:func:`install` loads the ``jax`` and ``flax`` trees only (:data:`PLUGIN_TREES`) and marks
+the plugins loaded, so jax2onnx does not import the rest.
+
 :func:`install` applies them; :func:`disabled` removes one for a block (tests use it to show
 what goes wrong without it). ``OVERRIDES`` lists them by name.
 """
@@ -23,6 +29,8 @@ what goes wrong without it). ``OVERRIDES`` lists them by name.
 from __future__ import annotations
 
 import contextlib
+import importlib
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -142,9 +150,26 @@ _originals: dict[str, Any] = {}
 _disabled: set[str] = set()
 
 
+PLUGIN_TREES = ("jax", "flax")
+
+
+def _import_plugins() -> None:
+    """Import jax2onnx's plugin modules of :data:`PLUGIN_TREES` (they register themselves)."""
+    if plugin_system._already_imported_plugins:
+        return
+    root = Path(plugin_system.__file__).parent
+    for tree in PLUGIN_TREES:
+        for path in sorted((root / tree).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            importlib.import_module(".".join(("jax2onnx.plugins", *parts)))
+    plugin_system._already_imported_plugins = True
+
+
 def install() -> None:
     """Load jax2onnx's plugins and put bbjax's overrides in place (idempotent)."""
-    plugin_system.import_all_plugins()
+    _import_plugins()
     for name, factory in _FACTORIES.items():
         if name in _disabled:
             continue

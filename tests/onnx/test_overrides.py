@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -52,3 +56,16 @@ def test_overrides_are_listed_and_restorable():
     with pytest.raises(KeyError):
         with jax2onnx_overrides.disabled("nope"):
             pass
+
+
+def test_an_export_loads_only_the_jax_and_flax_plugin_trees():
+    """jax2onnx's equinox plugins compile example models when imported (~10 s a process):
+    bbjax's export must not import them, nor jax2onnx's examples."""
+    script = ("import sys, jax.numpy as jnp; from bbjax.onnx import export; "
+              "export(lambda x: jnp.tanh(x) @ x.T, jnp.ones((2, 3))); "
+              "print(sorted({m.split('.')[2] for m in sys.modules "
+              "if m.startswith('jax2onnx.plugins.') and m.count('.') > 2}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['flax', 'jax']"

@@ -30,7 +30,7 @@ from bbjax.components import Component, Role
 from bbjax.compression import Codec
 from bbjax.dsl import Graph, Module, PeerSet
 from bbjax.errors import InvalidArgument, TopologyError
-from bbjax.strategies.decentralized.gossip import PyTree, mix, start_round
+from bbjax.strategies.decentralized.gossip import PyTree, begin_round, mix
 
 
 @struct.dataclass
@@ -57,13 +57,12 @@ def choco_copies(codec: Codec, template: PyTree, degree: int,
     """
     degree = check_count("degree", degree)
     zeros = jax.tree.map(lambda t: jnp.zeros(jnp.shape(t), jnp.result_type(t)), template)
-
     structure = jax.tree.structure(jax.eval_shape(
         lambda key: codec.encode(codec.init(zeros), zeros, key)[1], jax.random.key(0)))
 
     def init(key: jax.Array) -> ChocoState:
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)  # raw key data: the simulation selects state
+            key = jax.random.key_data(key)  # the simulation's jnp.where refuses typed keys
         copies = jax.tree.map(lambda z: jnp.zeros((degree, *z.shape), z.dtype), zeros)
         return ChocoState(zeros, copies, codec.init(zeros), key)
 
@@ -80,8 +79,8 @@ def choco_copies(codec: Codec, template: PyTree, degree: int,
         gathered = {leaf.shape[0] for leaf in jax.tree.leaves(decoded)}
         if gathered != {degree}:
             raise TopologyError(f"{name}: a node gathered {sorted(gathered)} neighbours' "
-                                  f"payloads but keeps copies of {degree}: give choco_copies "
-                                  "the topology's degree (neighbours.shape[1])")
+                                f"payloads but keeps copies of {degree}: give choco_copies "
+                                "the topology's degree (Topology.k)")
         copies = jax.tree.map(
             lambda c, q: c + jnp.where(arrived.reshape((-1,) + (1,) * (q.ndim - 1)), q, 0),
             state.copies, decoded)
@@ -122,7 +121,7 @@ class ChocoGossip(Module):
         self.consensus_step = check_consensus_step(consensus_step)
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = start_round(g)
+        tick, ins, out = begin_round(g)
         value = g.slot("value").value(after=tick)
         g.slot("value").set(_consensus(g, value, ins, out, self.consensus_step))
 
@@ -141,7 +140,7 @@ class ChocoSGDRound(Module):
         self.consensus_step = check_consensus_step(consensus_step)
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = start_round(g)
+        tick, ins, out = begin_round(g)
         x, y = g.slot("data").next_batch(after=tick)
         loss = g.slot("model").train(x, y)
         stepped = g.slot("model").params(after=loss)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from bbjax.dsl import Graph, Module
-from bbjax.strategies.decentralized.gossip import mix, start_round
+from bbjax.strategies.decentralized.gossip import begin_round, mix
 
 
 class DPSGDRound(Module):
@@ -30,7 +30,7 @@ class DPSGDRound(Module):
     name = "dpsgd"
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = start_round(g)
+        tick, ins, out = begin_round(g)
         params = g.slot("model").params(after=tick)
         stacked, arrived = g.gather("params", params, to=out, senders=ins)
         x, y = g.slot("data").next_batch(after=arrived)

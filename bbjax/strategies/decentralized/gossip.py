@@ -17,7 +17,8 @@ every node runs every round: give no cohort.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -72,8 +73,11 @@ def mixing_weights(topology: Topology, name: str = "weights") -> Component:
     out_neighbours=None)`` takes a node's rows (:func:`mixing_args`; default: node 0's).
     ``peers() -> (in_neighbours, out_neighbours)`` (int32 ``[k]`` and ``[k_out]``);
     ``next_round() -> (weights, self_weight)``: row ``step % T`` (``[k]`` and a scalar),
-    and the round is counted.
+    and the round is counted. Raises :class:`TopologyError` when ``topology`` is no
+    ``Topology`` or ``init`` is given rows of another shape.
     """
+    if not isinstance(topology, Topology):
+        raise TopologyError(f"topology must be a Topology, got {type(topology).__name__}")
     default = tuple(a[0] for a in mixing_args(topology))
     period = default[0].shape[0]
 
@@ -86,7 +90,7 @@ def mixing_weights(topology: Topology, name: str = "weights") -> Component:
                                                   "in_neighbours", "out_neighbours")):
             if row.shape != d.shape:
                 raise TopologyError(f"mixing_weights: {what} has shape {row.shape}, the "
-                                      f"topology's rows {d.shape}")
+                                    f"topology's rows {d.shape}")
         return MixingState(*rows, step=jnp.int32(0))
 
     def peers(state: MixingState) -> tuple[MixingState, tuple[jax.Array, jax.Array]]:
@@ -157,7 +161,7 @@ def mix(own: PyTree, stacked: PyTree, arrived: jax.Array, weights: jax.Array,
         own, stacked)
 
 
-def start_round(g: Graph) -> tuple[Any, PeerSet, PeerSet]:
+def begin_round(g: Graph) -> tuple[Any, PeerSet, PeerSet]:
     """The ``self`` peer starts the round on every node with an empty message (0 bytes);
     returns it as received, and the node's in- and out-neighbours (``weights`` slot)."""
     tick = g.send("round", jnp.zeros((0,), jnp.uint8), to=g.peers(NODE))
@@ -202,7 +206,7 @@ class GossipAveraging(Module):
     name = "gossip_averaging"
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = start_round(g)
+        tick, ins, out = begin_round(g)
         value = g.slot("value").value(after=tick)
         stacked, arrived = g.gather("value", value, to=out, senders=ins)
         weights, self_weight = g.slot("weights").next_round(after=arrived)

@@ -7,7 +7,8 @@ nodes); :func:`evaluator` gives the ``evaluate`` function of ``bbjax.simulate``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

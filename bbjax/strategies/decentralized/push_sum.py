@@ -26,7 +26,7 @@ from flax import struct
 
 from bbjax.components import Component, Role
 from bbjax.dsl import Graph, Module, PeerSet
-from bbjax.strategies.decentralized.gossip import PyTree, mix, start_round
+from bbjax.strategies.decentralized.gossip import PyTree, begin_round, mix
 
 
 @struct.dataclass
@@ -80,7 +80,7 @@ class PushSumAveraging(Module):
     name = "push_sum_averaging"
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = start_round(g)
+        tick, ins, out = begin_round(g)
         z = g.slot("value").value(after=tick)
         w = g.slot("push_sum").weight(after=tick)
         x, w = _push(g, jax.tree.map(lambda a: a * w, z), w, ins, out)
@@ -99,7 +99,7 @@ class PushSumSGD(Module):
     name = "push_sum_sgd"
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = start_round(g)
+        tick, ins, out = begin_round(g)
         z = g.slot("model").params(after=tick)
         w = g.slot("push_sum").weight(after=tick)
         batch_x, batch_y = g.slot("data").next_batch(after=tick)

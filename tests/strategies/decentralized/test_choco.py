@@ -12,8 +12,8 @@ from bbjax.errors import InvalidArgument, TopologyError
 from bbjax.strategies.decentralized.choco import (
     ChocoGossip,
     ChocoSGDRound,
-    choco_copies,
     check_consensus_step,
+    choco_copies,
 )
 from bbjax.strategies.decentralized.gossip import (
     GossipAveraging,

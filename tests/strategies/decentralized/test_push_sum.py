@@ -6,7 +6,11 @@ import jax
 import numpy as np
 
 import bbjax
-from bbjax.strategies.decentralized.gossip import gossip_value, mixing_weights, population
+from bbjax.strategies.decentralized.gossip import (
+    gossip_value,
+    mixing_weights,
+    population,
+)
 from bbjax.strategies.decentralized.push_sum import (
     PushSumAveraging,
     PushSumSGD,

@@ -13,7 +13,7 @@ receiver, from its rows of the topology (the same numbers the sender would split
 SGP's iteration: ``x_i ← x_i − γ ∇F_i(z_i)`` (the step the ``model`` slot takes at the
 estimate), then the push-sum mixing of ``(x_i, w_i)`` and ``z_i = x_i / w_i``.
 
-Build the population with ``population(topology, ..., sums="columns")``. When a message is
+Build the population with ``population(topology, ..., push_sum=True)``. When a message is
 lost, its share stays with the receiver for both ``x`` and ``w``, so the estimate remains a
 ratio of one combination (but the total mass is no longer exact).
 """

@@ -9,7 +9,9 @@ Every node ``i`` keeps public copies ``x̂_j`` of itself and of each in-neighbou
 
     x_i ← x_i^{+½} + γ Σ_j w_ij (x̂_j − x̂_i).
 
-The wire carries only the codec's payload (``bytes_sent`` counts it), and the copies are
+A node sends to all its out-neighbours every round, on the edges a time-varying topology
+leaves unused that round too: every copy has to follow every ``q``. The wire carries only
+the codec's payload (``bytes_sent`` counts it), and the copies are
 CHOCO's error feedback: give a codec without its own (``top_k(k, error_feedback=False)``,
 ``uniform_quantization(b)``, ``stochastic_quantization(b)``…). A lost message leaves the
 receiver's copy of its sender behind for good (as on a real network without
@@ -121,7 +123,7 @@ class ChocoGossip(Module):
         self.consensus_step = check_consensus_step(consensus_step)
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = begin_round(g)
+        tick, ins, out = begin_round(g, every_round=True)
         value = g.slot("value").value(after=tick)
         g.slot("value").set(_consensus(g, value, ins, out, self.consensus_step))
 
@@ -140,7 +142,7 @@ class ChocoSGDRound(Module):
         self.consensus_step = check_consensus_step(consensus_step)
 
     def body(self, g: Graph) -> None:
-        tick, ins, out = begin_round(g)
+        tick, ins, out = begin_round(g, every_round=True)
         x, y = g.slot("data").next_batch(after=tick)
         loss = g.slot("model").train(x, y)
         stepped = g.slot("model").params(after=loss)

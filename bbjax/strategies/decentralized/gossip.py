@@ -39,41 +39,48 @@ NODE = "node"
 @struct.dataclass
 class MixingState:
     """Node ``i``'s rows of a topology: its in-neighbours' weights ``[T, k]``, its own
-    weight ``[T]``, its in- and out-neighbours (``-1`` padding) and the rounds it has run."""
+    weight ``[T]``, its in- and out-neighbours (``-1`` padding), the weight each
+    out-neighbour gives it ``[T, k_out]`` and the rounds it has run."""
 
     neighbour_weights: jax.Array
     self_weights: jax.Array
     in_neighbours: jax.Array
     out_neighbours: jax.Array
+    out_weights: jax.Array
     step: jax.Array
 
 
 def mixing_args(topology: Topology) -> tuple[np.ndarray, ...]:
     """Each node's rows of ``topology``, stacked over the nodes: the arguments of
     :func:`mixing_weights`' ``init`` (``[N, T, k]`` weights, ``[N, T]`` self weights,
-    ``[N, k]`` in-neighbours and ``[N, k_out]`` out-neighbours, ``k_out`` the largest
-    out-degree)."""
+    ``[N, k]`` in-neighbours, ``[N, k_out]`` out-neighbours, ``k_out`` the largest
+    out-degree, and ``[N, T, k_out]`` the weight each out-neighbour gives the node)."""
     neighbours, n = topology.neighbours, topology.count
     receiver, column = np.nonzero(neighbours >= 0)
     sender = neighbours[receiver, column]
     order = np.argsort(sender, kind="stable")
-    receiver, sender = receiver[order], sender[order]
+    receiver, column, sender = receiver[order], column[order], sender[order]
     degree = np.bincount(sender, minlength=n)
     first = np.concatenate([[0], np.cumsum(degree)[:-1]])
-    out = np.full((n, max(1, int(degree.max(initial=0)))), -1, np.int32)
-    out[sender, np.arange(sender.size) - first[sender]] = receiver
+    width = max(1, int(degree.max(initial=0)))
+    slot = np.arange(sender.size) - first[sender]
+    out = np.full((n, width), -1, np.int32)
+    out[sender, slot] = receiver
+    out_weights = np.zeros((n, topology.period, width), np.float32)
+    out_weights[sender, :, slot] = topology.weights[:, receiver, column].T
     return (np.ascontiguousarray(topology.weights.transpose(1, 0, 2)),
-            np.ascontiguousarray(topology.self_weights.T), neighbours, out)
+            np.ascontiguousarray(topology.self_weights.T), neighbours, out, out_weights)
 
 
 def mixing_weights(topology: Topology, name: str = "weights") -> Component:
     """A Protocol component holding one node's rows of ``topology`` (:class:`MixingState`).
 
     ``init(key, neighbour_weights=None, self_weights=None, in_neighbours=None,
-    out_neighbours=None)`` takes a node's rows (:func:`mixing_args`; default: node 0's).
-    ``peers() -> (in_neighbours, out_neighbours)`` (int32 ``[k]`` and ``[k_out]``);
-    ``next_round() -> (weights, self_weight)``: row ``step % T`` (``[k]`` and a scalar),
-    and the round is counted. Raises :class:`TopologyError` when ``topology`` is no
+    out_neighbours=None, out_weights=None)`` takes a node's rows (:func:`mixing_args`;
+    default: node 0's). ``peers() -> (in_neighbours, out_neighbours, active)`` (int32
+    ``[k]``, ``[k_out]`` and ``[k_out]``: the out-neighbours that give the node a nonzero
+    weight in round ``step % T``, ``-1`` for the others); ``next_round() -> (weights,
+    self_weight)``: row ``step % T`` (``[k]`` and a scalar), and the round is counted. Raises :class:`TopologyError` when ``topology`` is no
     ``Topology`` or ``init`` is given rows of another shape.
     """
     if not isinstance(topology, Topology):
@@ -82,19 +89,23 @@ def mixing_weights(topology: Topology, name: str = "weights") -> Component:
     period = default[0].shape[0]
 
     def init(key: jax.Array, neighbour_weights: Any = None, self_weights: Any = None,
-             in_neighbours: Any = None, out_neighbours: Any = None) -> MixingState:
+             in_neighbours: Any = None, out_neighbours: Any = None,
+             out_weights: Any = None) -> MixingState:
         del key
-        given = (neighbour_weights, self_weights, in_neighbours, out_neighbours)
+        given = (neighbour_weights, self_weights, in_neighbours, out_neighbours, out_weights)
         rows = [jnp.asarray(d if a is None else a, d.dtype) for a, d in zip(given, default)]
         for row, d, what in zip(rows, default, ("neighbour_weights", "self_weights",
-                                                  "in_neighbours", "out_neighbours")):
+                                                  "in_neighbours", "out_neighbours",
+                                                  "out_weights")):
             if row.shape != d.shape:
                 raise TopologyError(f"mixing_weights: {what} has shape {row.shape}, the "
                                     f"topology's rows {d.shape}")
         return MixingState(*rows, step=jnp.int32(0))
 
-    def peers(state: MixingState) -> tuple[MixingState, tuple[jax.Array, jax.Array]]:
-        return state, (state.in_neighbours, state.out_neighbours)
+    def peers(state: MixingState) -> tuple[MixingState, tuple[jax.Array, ...]]:
+        used = state.out_weights[state.step % period] != 0
+        return state, (state.in_neighbours, state.out_neighbours,
+                       jnp.where(used, state.out_neighbours, -1))
 
     def next_round(state: MixingState) -> tuple[MixingState, tuple[jax.Array, jax.Array]]:
         t = state.step % period
@@ -161,12 +172,14 @@ def mix(own: PyTree, stacked: PyTree, arrived: jax.Array, weights: jax.Array,
         own, stacked)
 
 
-def begin_round(g: Graph) -> tuple[Any, PeerSet, PeerSet]:
+def begin_round(g: Graph, every_round: bool = False) -> tuple[Any, PeerSet, PeerSet]:
     """The ``self`` peer starts the round on every node with an empty message (0 bytes);
-    returns it as received, and the node's in- and out-neighbours (``weights`` slot)."""
+    returns it as received, and the node's in-neighbours and the out-neighbours to send
+    to (``weights`` slot): those whose weight for it is nonzero this round, or all of them
+    with ``every_round`` (a time-varying topology then sends on unused edges too)."""
     tick = g.send("round", jnp.zeros((0,), jnp.uint8), to=g.peers(NODE))
-    ins, out = g.slot("weights").peers(after=tick)
-    return tick, PeerSet(ins, NODE), PeerSet(out, NODE)
+    ins, out, active = g.slot("weights").peers(after=tick)
+    return tick, PeerSet(ins, NODE), PeerSet(out if every_round else active, NODE)
 
 
 @struct.dataclass

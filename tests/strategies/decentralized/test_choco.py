@@ -22,7 +22,7 @@ from bbjax.strategies.decentralized.gossip import (
     population,
 )
 from bbjax.strategies.decentralized.metrics import consensus_distance
-from bbjax.strategies.decentralized.topology import ring
+from bbjax.strategies.decentralized.topology import one_peer_exponential, ring
 from tests.strategies.decentralized.decentralized_reference import (
     compile_round,
     dense,
@@ -42,11 +42,14 @@ def top_k(v: np.ndarray, k: int) -> np.ndarray:
     return q
 
 
-def test_choco_sgd_equals_the_numpy_reference_with_top_k():
+@pytest.mark.parametrize("make", [lambda rng: irregular_graph(8, rng, chords=3),
+                                  lambda rng: one_peer_exponential(8)],
+                         ids=["irregular-padded", "time-varying"])
+def test_choco_sgd_equals_the_numpy_reference_with_top_k(make):
     rng = np.random.default_rng()
     rounds, lr, gamma, k = 4, 0.5, 0.6, 5
-    topology = irregular_graph(7, rng, chords=3)
-    model, source, data_args, x, y, order = logistic_setup(7, rounds, rng, learning_rate=lr)
+    topology = make(rng)
+    model, source, data_args, x, y, order = logistic_setup(8, rounds, rng, learning_rate=lr)
     template = model.init(jax.random.key(0)).params
     codec = compression.top_k(k, error_feedback=False)
     bindings = {"model": model, "data": source, "weights": mixing_weights(topology),
@@ -56,20 +59,20 @@ def test_choco_sgd_equals_the_numpy_reference_with_top_k():
                              bindings=bindings)
 
     kernel, bias = initial_params(model)       # the flat order: bias (3), kernel (5 x 3)
-    flat = np.stack([np.concatenate([bias, kernel.ravel()])] * 7)
+    flat = np.stack([np.concatenate([bias, kernel.ravel()])] * 8)
     hat = np.zeros_like(flat)
     for t in range(rounds):
         grads = [softmax_gradient(flat[i, 3:].reshape(5, 3), flat[i, :3], x[i, order[i, t]],
-                                  y[i, order[i, t]]) for i in range(7)]
+                                  y[i, order[i, t]]) for i in range(8)]
         half = flat - lr * np.stack([np.concatenate([g[1], g[0].ravel()]) for g in grads])
         hat = hat + top_k(half - hat, k)
         flat = half + gamma * (dense(topology, t) @ hat - hat)
     got_kernel, got_bias = node_params(history.states)
     np.testing.assert_allclose(got_bias, flat[:, :3], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got_kernel.reshape(7, -1), flat[:, 3:], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_kernel.reshape(8, -1), flat[:, 3:], rtol=1e-4, atol=1e-5)
     choco = history.states["node"]["choco"]
     np.testing.assert_allclose(choco.hat["out"]["bias"], hat[:, :3], rtol=1e-4, atol=1e-5)
-    for i in range(7):                                      # each copy is its sender's x̂
+    for i in range(8):                                      # each copy is its sender's x̂
         for slot, j in enumerate(topology.neighbours[i]):
             if j >= 0:
                 np.testing.assert_allclose(choco.copies["out"]["kernel"][i, slot],

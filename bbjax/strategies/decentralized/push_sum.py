@@ -7,7 +7,7 @@ total mass is conserved): ``x_i ← Σ_j P_ij x_j``, ``w_i ← Σ_j P_ij w_j``, 
 ``w_i = 1``. Its estimate ``z_i = x_i / w_i`` tends to the mean of the initial values on a
 strongly connected graph, where plain gossip with such weights would not. A node stores
 its estimate ``z_i`` (in its ``value`` or ``model`` slot) and its weight ``w_i``
-(:func:`push_sum_weight`); ``x_i`` is ``w_i z_i``. Weights ``P_ij`` are applied by the
+(:func:`push_sum_mass`); ``x_i`` is ``w_i z_i``. Weights ``P_ij`` are applied by the
 receiver, from its rows of the topology (the same numbers the sender would split by).
 
 SGP's iteration: ``x_i ← x_i − γ ∇F_i(z_i)`` (the step the ``model`` slot takes at the
@@ -36,8 +36,10 @@ class PushSumState:
     weight: jax.Array
 
 
-def push_sum_weight(name: str = "push_sum") -> Component:
-    """A Protocol component holding ``w_i``: ``weight() -> w``, ``set(w) -> ()``."""
+def push_sum_mass(name: str = "push_sum") -> Component:
+    """A Protocol component holding the weight ``w_i`` of a node's push-sum mass (its
+    numerator is ``w_i`` times the estimate the node keeps elsewhere): ``weight() -> w``,
+    ``set(w) -> ()``."""
 
     def init(key: jax.Array) -> PushSumState:
         del key
@@ -73,7 +75,7 @@ class PushSumAveraging(Module):
     """One round of push-sum averaging of the ``value`` slot's estimate.
 
     Slots: ``value`` (:func:`~bbjax.strategies.decentralized.gossip.gossip_value`, holding
-    ``z_i``), ``push_sum`` (:func:`push_sum_weight`) and ``weights``. Output:
+    ``z_i``), ``push_sum`` (:func:`push_sum_mass`) and ``weights``. Output:
     ``neighbours_heard``.
     """
 
@@ -92,7 +94,7 @@ class PushSumSGD(Module):
     """One stochastic gradient push iteration on every node.
 
     Slots: ``model`` (a Model with ``train``, holding ``z_i``), ``data``, ``push_sum``
-    (:func:`push_sum_weight`) and ``weights``. Outputs: ``train_loss`` (the nodes' mean
+    (:func:`push_sum_mass`) and ``weights``. Outputs: ``train_loss`` (the nodes' mean
     loss at their estimate) and ``neighbours_heard``.
     """
 

@@ -14,7 +14,7 @@ from bbjax.strategies.decentralized.gossip import (
 from bbjax.strategies.decentralized.push_sum import (
     PushSumAveraging,
     PushSumSGD,
-    push_sum_weight,
+    push_sum_mass,
 )
 from tests.strategies.decentralized.decentralized_reference import (
     compile_round,
@@ -28,7 +28,7 @@ from tests.strategies.decentralized.decentralized_reference import (
 
 
 def averaging(topology, values, rounds):
-    bindings = {"value": gossip_value(np.zeros(4, np.float32)), "push_sum": push_sum_weight(),
+    bindings = {"value": gossip_value(np.zeros(4, np.float32)), "push_sum": push_sum_mass(),
                 "weights": mixing_weights(topology)}
     compiled = compile_round(PushSumAveraging(), bindings)
     return bbjax.simulate(compiled, population(topology, {"value": (values,)}, push_sum=True),
@@ -60,7 +60,7 @@ def test_stochastic_gradient_push_equals_the_numpy_reference():
     rounds, lr = 3, 0.5
     topology = directed_graph(6, rng, extra=5)
     model, source, data_args, x, y, order = logistic_setup(6, rounds, rng, learning_rate=lr)
-    bindings = {"model": model, "data": source, "push_sum": push_sum_weight(),
+    bindings = {"model": model, "data": source, "push_sum": push_sum_mass(),
                 "weights": mixing_weights(topology)}
     history = bbjax.simulate(compile_round(PushSumSGD(), bindings),
                              population(topology, data_args, push_sum=True), rounds,

@@ -68,6 +68,7 @@ def runs(tmp_path_factory) -> dict:
         return pickle.load(handle)
 
 
+@pytest.mark.slow  # about 21 s on the 2-core CPU (a fresh interpreter, two compiles)
 def test_all_reduce_on_four_devices_equals_one_device(runs):
     assert runs["device_count"] == 4
     one, four = runs["runs"][1], runs["runs"][4]

@@ -71,13 +71,17 @@ def split(x: Any, y: Any, replicas: int, batch_size: int
     return xs, ys, sizes, batches
 
 
-def data_shard(x: Any, y: Any, batch_size: int, name: str = "data_shard") -> Component:
+def data_shard(x: Any, y: Any, batch_size: int, name: str = "data_shard", *,
+               size: int | None = None, batch: int | None = None) -> Component:
     """A Protocol component over one replica's padded shard ``x``, ``y`` (``[max_rows,
     ...]``), whose batches are ``batch_size`` rows wide (the widest replica batch).
 
     ``init(key, x=None, y=None, size=None, batch=None)``: a replica's shard (cast to the
-    template's dtypes), its real rows (default all) and its batch (default
-    ``batch_size``), clipped to ``[1, max_rows]`` and ``[0, batch_size]``. Methods:
+    template's dtypes), its real rows and its batch (defaults: the factory's ``size``, or
+    all rows, and ``batch``, or ``batch_size``), clipped to ``[1, max_rows]`` and ``[0,
+    batch_size]``. The defaults serve an installed Node, whose ``init`` gets no arguments;
+    they are not part of the fingerprint, so every replica's component fits one compiled
+    artifact. Methods:
     ``batch(iteration) -> (x, y, count)``: iteration ``t``'s rows ``(t · batch + j) mod
     size`` for ``j < batch``, then padding (row 0), and ``count = batch``;
     ``next_batch() -> (x, y, count)``: the batch of its own iteration counter, which it
@@ -96,15 +100,16 @@ def data_shard(x: Any, y: Any, batch_size: int, name: str = "data_shard") -> Com
     if max_rows * batch_size > _INT32:
         raise ComponentError(f"{max_rows} rows by batches of {batch_size} overflow the int32 "
                              "row arithmetic", component=name, role=role)
-    default = (x, y)
+    default = (x, y, max_rows if size is None else size, batch_size if batch is None else batch)
 
     def init(key: jax.Array, x: Any = None, y: Any = None, size: Any = None,
              batch: Any = None) -> ShardState:
         del key
         data = (default[0] if x is None else x, default[1] if y is None else y)
         data = cast_like(template, data, "init data", component=name, role=role)
-        size = jnp.clip(jnp.asarray(max_rows if size is None else size, jnp.int32), 1, max_rows)
-        batch = jnp.clip(jnp.asarray(batch_size if batch is None else batch, jnp.int32), 0,
+        size = jnp.clip(jnp.asarray(default[2] if size is None else size, jnp.int32), 1,
+                        max_rows)
+        batch = jnp.clip(jnp.asarray(default[3] if batch is None else batch, jnp.int32), 0,
                          batch_size)
         return ShardState(data[0], data[1], size, batch, jnp.int32(0))
 

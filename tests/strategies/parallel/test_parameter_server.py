@@ -13,6 +13,8 @@ from flax import nnx
 import bbjax
 from bbjax.errors import InvalidArgument
 from bbjax.models import LogisticRegression, cross_entropy
+from bbjax.runtime.install import install
+from bbjax.runtime.node import NodeConfig
 from bbjax.simulation import Simulation
 from bbjax.strategies.parallel import (
     AllReduceRound,
@@ -27,6 +29,8 @@ from bbjax.strategies.parallel import (
     ssp_server,
     ssp_worker,
 )
+from bbjax.strategies.parallel.shards import data_shard
+from tests.hosting import run_round
 from tests.strategies.parallel.parallel_reference import (
     assert_tree_close,
     compile_with,
@@ -85,6 +89,35 @@ def test_synchronous_server_equals_all_reduce_and_unstale_ssp_equals_synchronous
                       rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(stale["train_loss"], sync["train_loss"], rtol=1e-6)
     assert list(stale["staleness"]) == [0] * 4 and list(stale["version"]) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow  # about 15 s on the 2-core CPU: a simulation and four installed Nodes
+def test_installed_nodes_exchanging_envelopes_match_the_simulation():
+    """The synchronous server on real Nodes (one server, three workers, envelope bytes):
+    the parameters and losses ``simulate`` gives."""
+    rng = np.random.default_rng()
+    x, y = data(rng)
+    bindings = model_and_data(x, y, int(rng.integers(1 << 30)))
+    compiled = compile_with(ParameterServerRound(WORKERS), bindings)
+    history = bbjax.simulate(compiled, parameter_server_population(x, y, WORKERS, BATCH), 3,
+                             jax.random.key(0), bindings=bindings)
+    xs, ys, sizes, batches = split(x, y, WORKERS, BATCH)
+    ids = list(range(1, WORKERS + 1))
+    server = install(0, compiled, ["parameter_server", "parameter_server_server"], bindings,
+                     NodeConfig(peers={"worker": ids, "server": [0]}))
+    workers = {p: install(p, compiled, ["parameter_server_worker"],
+                          {"model": bindings["model"],
+                           "data": data_shard(xs[i], ys[i], int(batches.max()),
+                                              size=int(sizes[i]), batch=int(batches[i]))},
+                          NodeConfig(peers={"server": [0]}))
+               for i, p in enumerate(ids)}
+    losses = [float(run_round(server, {0: server, **workers})["train_loss"])
+              for _ in range(3)]
+    np.testing.assert_allclose(losses, history["train_loss"], rtol=1e-5)
+    assert_tree_close(server.states["model"].params,
+                      jax.tree.map(lambda a: np.asarray(a[0]),
+                                   history.states["server"]["model"].params),
+                      rtol=1e-5, atol=1e-6)
 
 
 def ssp_reference(params, x, y, delays, staleness, rounds):

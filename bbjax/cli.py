@@ -6,6 +6,11 @@ and ``metrics.png`` (accuracy and loss per round) to ``--out``.
 ``--checkpoint-dir DIR [--checkpoint-every K]`` writes checkpoints; ``--resume DIR``
 continues that run from its latest one, exactly as if it had not stopped.
 
+``bbjax train STRATEGY.json [--set PATH=VALUE ...]`` runs a training strategy (somatize's
+``TrainingStrategy`` JSON, :mod:`bbjax.strategies.config`; ``--set aggregation.mu=0.1``
+changes a field by its dotted path) on the same data and with the same progress bar,
+summary and outputs as ``bbjax simulate``.
+
 ``bbjax export-client ARTIFACT --target CLASS -o client.onnx`` writes the (inlined) partition
 of peer class CLASS of a saved artifact as a standalone ONNX model for
 :class:`bbjax.onnxclient.OnnxClient` (docs/onnxclient.md).
@@ -22,7 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from bbjax.errors import BbjaxError, ConfigError, DivergenceError
 
@@ -56,6 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "with its configuration (--rounds and --set change it), writing "
                           "further checkpoints to DIR unless --checkpoint-dir says otherwise")
     sim.add_argument("--list", action="store_true", help="list the named configurations")
+    train = commands.add_parser("train", help="run a training strategy (a JSON file)")
+    train.add_argument("strategy", help="a TrainingStrategy JSON file, e.g. "
+                                        "examples/strategies/federated_fedavg.json")
+    train.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                       help="set a field by its dotted path (repeatable), e.g. --set "
+                            "rounds=20 --set training.learning_rate=0.05")
+    train.add_argument("--rounds", type=int, help="shorthand for --set rounds=N")
+    train.add_argument("--out", default="bbjax-run",
+                       help="output directory (default: bbjax-run)")
+    train.add_argument("--devices", type=int, help="shard the peers over this many devices")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--allow-divergence", action="store_true",
+                       help="keep going when the loss or the model becomes non-finite")
     client = commands.add_parser("export-client",
                                  help="write a peer class's partition as a model onnxruntime runs")
     client.add_argument("artifact", help="a compiled artifact (Compiled.save)")
@@ -65,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where to write the client model (.onnx)")
     args = parser.parse_args(argv)
     try:
-        return _export_client(args) if args.command == "export-client" else _simulate(args)
+        command = {"export-client": _export_client, "train": _train}.get(args.command,
+                                                                         _simulate)
+        return command(args)
     except BbjaxError as exc:
         message = " ".join(str(exc).split())
         print(f"bbjax: error: {type(exc).__name__}: {message}", file=sys.stderr)
@@ -139,12 +159,34 @@ def _simulate(args: argparse.Namespace) -> int:
           f"{config.local_steps} local steps, model {config.model}, dataset {config.dataset}")
     started = time.perf_counter()
     experiment = build(config)
-    out = Path(args.out)
+    return _run_and_write(lambda: experiment.run(
+        progress=not args.no_progress, devices=args.devices,
+        allow_divergence=args.allow_divergence, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=args.checkpoint_every, resume=args.resume), Path(args.out), started)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bbjax.strategies.build import build
+    from bbjax.strategies.config import load
+
+    overrides = dict(_parse_override(item) for item in args.set)
+    if args.rounds is not None:
+        overrides["rounds"] = args.rounds
+    strategy = load(args.strategy, overrides)
+    shown = {k: v for k, v in strategy.to_json().items() if k != "training"}
+    print(f"bbjax train {args.strategy}: {json.dumps(shown)}")
+    started = time.perf_counter()
+    run = build(strategy)
+    return _run_and_write(lambda: run.run(progress=not args.no_progress, devices=args.devices,
+                                          allow_divergence=args.allow_divergence),
+                          Path(args.out), started)
+
+
+def _run_and_write(run: Callable[[], History], out: Path, started: float) -> int:
+    """Run, write the metrics and plot to ``out`` (also when the run diverged) and print
+    the time taken, the summary and the files written."""
     try:
-        history = experiment.run(progress=not args.no_progress, devices=args.devices,
-                                 allow_divergence=args.allow_divergence,
-                                 checkpoint_dir=checkpoint_dir,
-                                 checkpoint_every=args.checkpoint_every, resume=args.resume)
+        history = run()
     except DivergenceError as exc:
         _write(exc.history, out)
         raise

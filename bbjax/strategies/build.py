@@ -7,8 +7,9 @@ returns its History.
 - ``DataParallel{Decentralized{topology}}``: :class:`~bbjax.strategies.decentralized.
   DPSGDRound` over that topology of ``num_replicas`` nodes (one step a round); the nodes'
   mean model is evaluated, with their ``consensus_distance``.
-- ``DataParallel{AllReduce | ParameterServer}``: :mod:`bbjax.strategies.parallel` when
-  this installation has it.
+- ``DataParallel{AllReduce | ParameterServer}``: :mod:`bbjax.strategies.parallel`'s
+  ``AllReduceRound`` / ``ParameterServerRound`` (stale synchronous with a ``staleness``)
+  on the replicas' pooled rows, a global batch of ``batch_size`` rows per replica.
 - ``ModelParallel`` and ``PopulationBased`` parse but do not run yet: :func:`build`
   raises :class:`~bbjax.errors.ConfigError` saying so.
 
@@ -17,22 +18,24 @@ Every run is measured by ``accuracy`` and ``test_loss`` on every peer's held-out
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jax
+import optax
 
 from bbjax.compiler import Compiled, Compiler
 from bbjax.components import Component
 from bbjax.dsl import Module
 from bbjax.errors import ConfigError, TopologyError
+from bbjax.models import cross_entropy
 from bbjax.simulation import Peers
 from bbjax.simulation.history import History
 from bbjax.simulation.run import simulate
-from bbjax.strategies import decentralized, workload
+from bbjax.strategies import decentralized, parallel, workload
 from bbjax.strategies.config import (
+    AllReduce,
     DataParallel,
     Decentralized,
     Federated,
@@ -156,9 +159,28 @@ def _decentralized(strategy: DataParallel) -> Run:
 
 
 def _parallel(strategy: DataParallel) -> Run:
-    method = strategy.aggregation.TAG[1]
-    if importlib.util.find_spec("bbjax.strategies.parallel") is None:
-        raise ConfigError(f"DataParallel{{{method}}} runs on bbjax.strategies.parallel, which "
-                          f"this installation does not have yet", field="aggregation.method")
-    raise ConfigError(f"DataParallel{{{method}}} is not wired to bbjax.strategies.parallel "
-                      f"yet", field="aggregation.method")
+    training, n = strategy.training, strategy.num_replicas
+    train, test = workload.peer_data(training, n)
+    x, y = workload.pooled_rows(train)
+    batch = training.batch_size * n
+    holder = parallel.replica(workload.network(training, train),
+                              optax.sgd(training.learning_rate), cross_entropy)
+    bindings = {"model": holder, "data": parallel.shard_source(x, y, n, batch)}
+    agg = strategy.aggregation
+    if isinstance(agg, AllReduce):
+        bindings["all_reduce"] = parallel.all_reduce_mean()
+        module, population = parallel.AllReduceRound(), parallel.all_reduce_population(
+            x, y, n, batch)
+        entry = "replica"
+    else:
+        module = parallel.ParameterServerRound(n, agg.staleness)
+        delays = None if agg.staleness is None else list(agg.delays or [0] * n)
+        if delays is not None:
+            bindings["clock"] = parallel.ssp_worker(agg.staleness)
+            bindings["clocks"] = parallel.ssp_server(n, batch)
+        population = parallel.parameter_server_population(x, y, n, batch, delays)
+        entry = "server"
+    evaluate = workload.evaluation(workload.model(training, train), test, entry,
+                                   consensus=False, holder=holder)
+    return Run(strategy, _compile(module, bindings), population, bindings, evaluate,
+               strategy.rounds)

@@ -264,17 +264,23 @@ class AllReduce(_Config):
 
 @_config
 class ParameterServer(_Config):
-    """``{"method": "ParameterServer"}``: a server holds the parameters, the replicas push
-    gradients. bbjax extras: ``staleness`` (the bound τ on how many versions old a
-    gradient may be; 0: synchronous) and ``delays`` (each replica's delay in rounds;
-    default none)."""
+    """``{"method": "ParameterServer"}``: a server holds the parameters, the replicas pull
+    them and push gradients; synchronous by default. bbjax extras: ``staleness`` τ (stale
+    synchronous parallel: a replica at most τ clocks ahead of the slowest) and, with it,
+    ``delays`` (each replica's compute delay in rounds; default all 0)."""
 
-    staleness: int = 0
+    staleness: int | None = None
     delays: tuple[int, ...] | None = None
     _path: InitVar[str] = ""
 
     TAG = ("method", "ParameterServer")
-    SPEC = {"staleness": _integer(0), "delays": _optional(_list(_integer(0), non_empty=True))}
+    SPEC = {"staleness": _optional(_integer(0)),
+            "delays": _optional(_list(_integer(0), non_empty=True))}
+
+    def _check_together(self, path: str) -> None:
+        if self.delays is not None and self.staleness is None:
+            raise _error(_join(path, "delays"), "need a staleness (delays make the server "
+                                                "stale synchronous)")
 
 
 @_config

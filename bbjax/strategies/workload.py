@@ -39,18 +39,29 @@ def peer_data(training: Training, peers: int) -> tuple[FederatedData, FederatedD
     return train, test
 
 
+def network(training: Training, train: FederatedData) -> nnx.Module:
+    """The configured flax module, initialized with ``seed``, sized for ``train``."""
+    features, classes = int(np.prod(train.x.shape[2:])), int(np.asarray(train.y).max()) + 1
+    rngs = nnx.Rngs(training.seed)
+    if training.model == "logreg":
+        return LogisticRegression(features, classes, rngs=rngs)
+    return MLP(features, training.hidden, classes, rngs=rngs)
+
+
 def model(training: Training, train: FederatedData, proximal_mu: float | None = None
           ) -> Component:
     """The configured model with SGD at ``learning_rate`` (FedProx's objective with
     ``proximal_mu``)."""
-    features, classes = int(np.prod(train.x.shape[2:])), int(np.asarray(train.y).max()) + 1
-    rngs = nnx.Rngs(training.seed)
-    module = (LogisticRegression(features, classes, rngs=rngs) if training.model == "logreg"
-              else MLP(features, training.hidden, classes, rngs=rngs))
     sgd = optax.sgd(training.learning_rate)
     if proximal_mu is None:
-        return flax_model(module, sgd, cross_entropy)
-    return fedprox_model(module, sgd, cross_entropy, proximal_mu)
+        return flax_model(network(training, train), sgd, cross_entropy)
+    return fedprox_model(network(training, train), sgd, cross_entropy, proximal_mu)
+
+
+def pooled_rows(data: FederatedData) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)``: every peer's real rows, peer after peer."""
+    real = np.asarray(data.mask).astype(bool)
+    return np.asarray(data.x)[real], np.asarray(data.y)[real]
 
 
 def data_source(training: Training, train: FederatedData) -> Component:
@@ -60,16 +71,24 @@ def data_source(training: Training, train: FederatedData) -> Component:
     return padded_data_source(train.x[0], train.y[0], int(train.sizes[0]), batch)
 
 
-def evaluation(model: Component, test: FederatedData, entry: str, *,
-               consensus: bool) -> Callable[[dict[str, Any]], dict[str, jax.Array]]:
+def evaluation(model: Component, test: FederatedData, entry: str, *, consensus: bool,
+               holder: Component | None = None
+               ) -> Callable[[dict[str, Any]], dict[str, jax.Array]]:
     """``evaluate(states)``: ``accuracy`` and ``test_loss`` of the mean model of ``entry``'s
     peers on every peer's held-out rows, and their ``consensus_distance`` when
-    ``consensus`` (:func:`~bbjax.strategies.decentralized.metrics.evaluator`)."""
+    ``consensus`` (:func:`~bbjax.strategies.decentralized.metrics.evaluator`). The peers'
+    ``model`` slot is ``model``, or ``holder`` (a component with a ``params`` method, whose
+    parameters ``model`` then loads and runs)."""
     x = jnp.asarray(test.x).reshape(-1, *test.x.shape[2:])
     inner = evaluator(model, x, jnp.asarray(test.y).reshape(-1),
                       jnp.asarray(test.mask).reshape(-1), entry=entry)
+    base = model.init(jax.random.PRNGKey(0))
 
     def evaluate(states: dict[str, Any]) -> dict[str, jax.Array]:
+        if holder is not None:
+            params = jax.vmap(lambda s: holder.call("params", s)[1])(states[entry]["model"])
+            loaded = jax.vmap(lambda p: model.call("load_parameters", base, p)[0])(params)
+            states = {entry: {"model": loaded}}
         metrics = dict(inner(states))
         metrics["test_loss"] = metrics.pop("loss")
         if not consensus:

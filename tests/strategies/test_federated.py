@@ -4,26 +4,30 @@ proximal term and the client selections, each against an independent float64 ref
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bbjax.simulation import Peers
 from bbjax.strategies import config as sc
 from bbjax.strategies import workload
 from bbjax.strategies.build import build
 from bbjax.strategies.federated import cohort, yogi_rule
 
 N = 10
-TRAINING = {"max_client_size": 200, "batch_size": 5, "learning_rate": 0.05, "seed": 3}
+SMALL = {"rounds": 2, "training.max_client_size": 200, "training.local_steps": 1,
+         "training.batch_size": 5, "training.learning_rate": 0.05}
+"""The sizes of the CLI tests' federated runs (the same programs: one compilation)."""
+FEDAVG = Path(__file__).parents[2] / "examples" / "strategies" / "federated_fedavg.json"
 
 
-def federated(aggregation=None, selection=None, local_steps=2, **extra):
-    return sc.parse({"type": "Federated", "num_clients": N, "rounds": 1,
-                     "aggregation": aggregation or {"method": "FedAvg"},
-                     "client_selection": selection or {"method": "All"},
-                     "training": {**TRAINING, "local_steps": local_steps}, **extra})
+def federated(aggregation=None, selection=None, local_steps=1, **extra):
+    base = sc.load(FEDAVG, {**SMALL, "training.local_steps": local_steps}).to_json()
+    return sc.parse({**base, "aggregation": aggregation or {"method": "FedAvg"},
+                     "client_selection": selection or {"method": "All"}, **extra})
 
 
 def client_params(run, history):
@@ -76,19 +80,14 @@ def test_fedyogi_server_step_equals_the_numpy_formula():
             ref[k] = params[k].astype(np.float64)  # continue from what bbjax holds
 
 
-@pytest.fixture(scope="module")
-def plain_runs():
-    """FedAvg with 1 and with 2 local steps, and FedProx(mu) with 2: one round each."""
-    runs = {}
-    for name, aggregation, steps in (("avg1", None, 1), ("avg2", None, 2),
-                                     ("prox2", {"method": "FedProx", "mu": 4.0}, 2)):
-        run = build(federated(aggregation, local_steps=steps))
-        runs[name] = (run, run.run())
-    return runs
+def plain_run(aggregation=None, local_steps=1, rounds=1):
+    """A built federated strategy and its History after ``rounds`` rounds."""
+    run = build(federated(aggregation, local_steps=local_steps))
+    return run, run.run(rounds=rounds)
 
 
-def test_fedavg_keeps_the_example_weighted_mean(plain_runs):
-    run, history = plain_runs["avg2"]
+def test_fedavg_keeps_the_example_weighted_mean():
+    run, history = plain_run(rounds=SMALL["rounds"])  # the CLI test's program
     train, _ = workload.peer_data(run.strategy.training, N)
     sizes = np.asarray(train.sizes, np.float64)
     assert np.ptp(sizes) > 0  # unequal clients, or weighting would not show
@@ -97,15 +96,17 @@ def test_fedavg_keeps_the_example_weighted_mean(plain_runs):
     np.testing.assert_allclose(server_params(run, history), weighted, rtol=1e-5, atol=1e-6)
     unweighted = clients.mean(axis=0)
     assert np.abs(unweighted - weighted).max() > 1e-4  # somatize's unweighted mean differs
-    assert history["participants"].tolist() == [N]
+    assert history["participants"].tolist() == [N, N]
 
 
-def test_fedprox_adds_the_proximal_gradient(plain_runs):
+@pytest.mark.slow
+def test_fedprox_adds_the_proximal_gradient():
     """Step 1 is plain SGD (the proximal gradient vanishes at the anchor w0); step 2 adds
     lr·mu·(w1 − w0): w2_prox = w2_plain − lr·mu·(w1 − w0), on the same batches."""
-    (run1, h1), (_, h2), (prox, hp) = (plain_runs[k] for k in ("avg1", "avg2", "prox2"))
+    (run1, h1), (_, h2) = plain_run(), plain_run(local_steps=2)
+    prox, hp = plain_run({"method": "FedProx", "mu": 4.0}, local_steps=2)
     w0, w1 = initial_params(run1), client_params(run1, h1)
-    lr, mu = TRAINING["learning_rate"], prox.strategy.aggregation.mu
+    lr, mu = SMALL["training.learning_rate"], prox.strategy.aggregation.mu
     expected = client_params(run1, h2) - lr * mu * (w1 - w0)
     np.testing.assert_allclose(client_params(prox, hp), expected, rtol=1e-4, atol=1e-6)
     assert np.abs(lr * mu * (w1 - w0)).max() > 1e-3  # the term is visible
@@ -113,24 +114,29 @@ def test_fedprox_adds_the_proximal_gradient(plain_runs):
 
 def test_random_selection_draws_ceil_fraction_distinct_clients():
     strategy = federated({"method": "FedYogi", "beta1": 0.9, "beta2": 0.99, "tau": 1e-3},
-                         {"method": "Random", "fraction": 0.25}, local_steps=1)
+                         {"method": "Random", "fraction": 0.25})
     k = math.ceil(0.25 * N)
     assert cohort(strategy) == k
-    run = build(strategy)
-    clients = run.population["client"]
+    plan = Peers(N, cohort=cohort(strategy)).plan
     for r in range(40):
-        ids = np.asarray(clients.plan.ids(jax.random.PRNGKey(r), jnp.int32(r), None, N))
+        ids = np.asarray(plan.ids(jax.random.PRNGKey(r), jnp.int32(r), None, N))
         assert ids.shape == (k,) and len(set(ids.tolist())) == k
         assert ids.min() >= 0 and ids.max() < N
-    history = run.run(rounds=3)
-    assert history["participants"].tolist() == [k] * 3
+
+
+@pytest.mark.slow
+def test_random_selection_runs_ceil_fraction_clients_a_round():
+    strategy = federated({"method": "FedYogi", "beta1": 0.9, "beta2": 0.99, "tau": 1e-3},
+                         {"method": "Random", "fraction": 0.25})
+    history = build(strategy).run(rounds=3)
+    assert history["participants"].tolist() == [math.ceil(0.25 * N)] * 3
     assert np.isfinite(history["accuracy"]).all()
 
 
 def test_by_capability_never_selects_an_untagged_client():
     tags = [["gpu"] if i in (1, 4, 8) else (["fast"] if i == 2 else []) for i in range(N)]
     strategy = federated(selection={"method": "ByCapability", "required_tags": ["gpu"]},
-                         local_steps=1, client_tags=tags)
+                         client_tags=tags)
     run = build(strategy)
     history = run.run(rounds=2)
     assert history["participants"].tolist() == [3, 3]

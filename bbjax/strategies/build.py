@@ -1,7 +1,8 @@
 """From a strategy configuration to a run: ``build(strategy).run()`` simulates it and
 returns its History.
 
-- ``Local``: :class:`~bbjax.strategies.local.LocalRound` on one peer.
+- ``Local``: :class:`~bbjax.strategies.local.LocalRound` on one peer holding the rows of
+  ``num_clients`` clients.
 - ``Federated``: :mod:`bbjax.strategies.federated` (a FedAvg round, its rule, clients and
   cohort); the server's model is evaluated.
 - ``DataParallel{Decentralized{topology}}``: :class:`~bbjax.strategies.decentralized.
@@ -105,7 +106,8 @@ def _compile(module: Module, bindings: dict[str, Component]) -> Compiled:
 
 def _local(strategy: Local) -> Run:
     training = strategy.training
-    train, test = workload.peer_data(training, 1)
+    train, test = (workload.pooled(d) for d in workload.peer_data(training,
+                                                                  strategy.num_clients))
     model = workload.model(training, train)
     bindings = {"model": model, "data": workload.data_source(training, train)}
     population = {"self": Peers(1, init_args={"data": (train.x, train.y, train.sizes)})}

@@ -240,15 +240,19 @@ def _training_check(value: Any, path: str) -> Training:
 
 @_config
 class Local(_Config):
-    """``{"type": "Local"}``: one peer trains on its own data, ``rounds`` rounds of
-    ``training.local_steps`` steps (bbjax extras; somatize runs one ``fit``)."""
+    """``{"type": "Local"}``: one peer trains on all the data, ``rounds`` rounds of
+    ``training.local_steps`` steps; bbjax extras ``rounds``, ``training`` and
+    ``num_clients``: the peer holds the rows of that many clients of the generator (those
+    a Federated run of ``num_clients`` clients spreads over them). somatize runs one
+    ``fit``."""
 
     rounds: int = 100
+    num_clients: int = 1
     training: Training = Training()
     _path: InitVar[str] = ""
 
     TAG = ("type", "Local")
-    SPEC = {"rounds": _integer(1), "training": _training_check}
+    SPEC = {"rounds": _integer(1), "num_clients": _integer(1), "training": _training_check}
 
 
 # --- DataParallel --------------------------------------------------------------------------

@@ -64,6 +64,12 @@ def pooled_rows(data: FederatedData) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data.x)[real], np.asarray(data.y)[real]
 
 
+def pooled(data: FederatedData) -> FederatedData:
+    """One client holding every client's real rows (:func:`pooled_rows`)."""
+    x, y = pooled_rows(data)
+    return FederatedData.from_clients([x], [y])
+
+
 def data_source(training: Training, train: FederatedData) -> Component:
     """The peers' DataSource: batches of ``batch_size`` (at most the smallest peer's
     training size) of their own rows."""

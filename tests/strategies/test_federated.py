@@ -142,3 +142,15 @@ def test_by_capability_never_selects_an_untagged_client():
     assert history["participants"].tolist() == [3, 3]
     moved = np.abs(client_params(run, history) - initial_params(run)).max(axis=1) > 0
     assert moved.tolist() == [i in (1, 4, 8) for i in range(N)]
+
+
+def test_local_pools_the_rows_a_federated_run_spreads():
+    training = sc.parse({"type": "Local", "training": {"max_client_size": 30}}).training
+    train, test = workload.peer_data(training, 4)
+    one = workload.pooled(train)
+    assert one.num_clients == 1 and int(one.sizes[0]) == int(np.sum(train.sizes))
+    x, y = workload.pooled_rows(train)
+    np.testing.assert_array_equal(one.x[0, :len(x)], x)
+    np.testing.assert_array_equal(np.asarray(one.y[0, :len(y)]), y)
+    np.testing.assert_array_equal(x[:int(train.sizes[0])], train.x[0, :int(train.sizes[0])])
+    assert int(workload.pooled(test).sizes[0]) == int(np.sum(test.sizes))

@@ -93,3 +93,15 @@ def test_strategies_that_do_not_run_yet_say_so(name, capsys):
 def test_a_missing_file_exits_2(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.json")]) == 2
     assert "cannot read strategy file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("changes, field", [
+    (["--set", "num_replicas=1"], "aggregation.topology"),
+    (["--set", "num_replicas=5", "--set", "aggregation.topology=random_regular",
+      "--set", "aggregation.k=3"], "aggregation.topology"),
+    (["--set", "aggregation.topology=torus", "--set", "aggregation.rows=3"], "aggregation.rows"),
+])
+def test_a_topology_the_replicas_cannot_form_exits_2(changes, field, capsys):
+    assert main(["train", str(EXAMPLES / "data_parallel_decentralized.json"), *changes]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bbjax: error: ConfigError") and field in err and "\n" not in err

@@ -15,21 +15,29 @@ and unknown fields are refused. ``to_json()`` gives the JSON value back:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import numbers
-from collections.abc import Callable, Mapping
-from dataclasses import InitVar, dataclass
+from collections.abc import Mapping
+from dataclasses import InitVar
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from bbjax.errors import ConfigError
-
-Check = Callable[[Any, str], Any]
-
-MAX_COUNT = 2**31 - 1
-"""The largest count (clients, replicas, rounds, ...) a configuration takes."""
+from bbjax.strategies._schema import (
+    Config,
+    choice,
+    error,
+    frozen,
+    integer,
+    join,
+    json_object,
+    list_of,
+    nonempty_text,
+    one_of,
+    optional,
+    real,
+    show,
+)
 
 DATASETS = ("synthetic", "synthetic_iid")
 MODELS = ("logreg", "mlp")
@@ -39,169 +47,10 @@ TOPOLOGY_ARGS = {"torus": ("rows",), "base_graph": ("k",), "random_regular": ("k
 """The arguments each topology takes besides the number of nodes (``num_replicas``)."""
 
 
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _where(path: str) -> str:
-    return path or "the strategy"
-
-
-def _error(path: str, text: str) -> ConfigError:
-    return ConfigError(f"{_where(path)} {text}", field=path or "$")
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _integer(low: int, high: int = MAX_COUNT) -> Check:
-    def check(value: Any, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-                or not low <= value <= high:
-            raise _error(path, f"must be an integer in [{low}, {high}], got {_show(value)}")
-        return int(value)
-    return check
-
-
-def _finite(value: numbers.Real) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
-def _real(low: float, high: float = math.inf, *, low_open: bool = False,
-          high_open: bool = False) -> Check:
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-
-    def check(value: Any, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not _finite(value) or value < low or value > high \
-                or (low_open and value == low) or (high_open and value == high):
-            raise _error(path, f"must be a finite number in {interval}, got {_show(value)}")
-        return float(value)
-    return check
-
-
-def _choice(choices: tuple[str, ...]) -> Check:
-    def check(value: Any, path: str) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise _error(path, f"must be one of {', '.join(map(repr, choices))}, got "
-                               f"{_show(value)}")
-        return value
-    return check
-
-
-def _text(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _error(path, f"must be a non-empty string, got {_show(value)}")
-    return value
-
-
-def _optional(check: Check) -> Check:
-    return lambda value, path: None if value is None else check(value, path)
-
-
-def _list(item: Check, *, non_empty: bool = False, distinct: bool = False) -> Check:
-    def check(value: Any, path: str) -> tuple:
-        if not isinstance(value, (list, tuple)) or (non_empty and not value):
-            raise _error(path, f"must be a {'non-empty ' if non_empty else ''}list, got "
-                               f"{_show(value)}")
-        items = tuple(item(v, f"{path}[{i}]") for i, v in enumerate(value))
-        if distinct:
-            for i, v in enumerate(items):
-                if v in items[:i]:
-                    raise _error(f"{path}[{i}]", f"repeats {v!r}")
-        return items
-    return check
-
-
-def _fields(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise _error(path, f"must be a JSON object, got {_show(value)}")
-    return value
-
-
-def _one_of(*classes: type[_Config]) -> Check:
-    """The check of a field holding one of ``classes`` (all tagged by the same key): an
-    instance as it is, or its JSON object."""
-    key = classes[0].TAG[0]
-    by_name = {cls.TAG[1]: cls for cls in classes}
-
-    def check(value: Any, path: str) -> _Config:
-        if isinstance(value, classes):
-            return value
-        fields = _fields(value, path)
-        if key not in fields:
-            raise _error(_join(path, key), f"is missing (one of {', '.join(by_name)})")
-        name = fields[key]
-        if not isinstance(name, str) or name not in by_name:
-            raise _error(_join(path, key), f"must be one of {', '.join(map(repr, by_name))}, "
-                                           f"got {_show(name)}")
-        return by_name[name].from_json(value, path)
-    return check
-
-
-class _Config:
-    """A frozen configuration: ``SPEC`` checks each field (by the field's JSON path),
-    ``TAG`` is the serde tag (key, name) it is written with."""
-
-    TAG: ClassVar[tuple[str, str] | None] = None
-    SPEC: ClassVar[dict[str, Check]] = {}
-
-    def __post_init__(self, _path: str) -> None:
-        for name, check in self.SPEC.items():
-            object.__setattr__(self, name, check(getattr(self, name), _join(_path, name)))
-        self._check_together(_path)
-
-    def _check_together(self, path: str) -> None:
-        """Checks across fields (the JSON path of this object is ``path``)."""
-
-    @classmethod
-    def from_json(cls, value: Any, path: str = "") -> Any:
-        """The configuration the JSON object ``value`` (at ``path``) describes."""
-        fields = dict(_fields(value, path))
-        if cls.TAG is not None:
-            fields.pop(cls.TAG[0], None)
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(fields) - set(known))
-        if unknown:
-            raise _error(_join(path, unknown[0]), f"is not a field of {cls.__name__}; its "
-                                                  f"fields: {', '.join(known) or 'none'}")
-        for f in dataclasses.fields(cls):
-            if f.name not in fields and f.default is dataclasses.MISSING \
-                    and f.default_factory is dataclasses.MISSING:
-                raise _error(_join(path, f.name), "is missing")
-        return cls(**fields, _path=path)
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object (serde tag first; unset optional fields left out)."""
-        out: dict[str, Any] = {self.TAG[0]: self.TAG[1]} if self.TAG else {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                out[f.name] = _to_json(value)
-        return out
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, _Config):
-        return value.to_json()
-    if isinstance(value, tuple):
-        return [_to_json(v) for v in value]
-    return value
-
-
-def _config(cls: type) -> type:
-    return dataclass(frozen=True)(cls)
-
-
 # --- what every runnable strategy trains (bbjax) ------------------------------------------
 
-@_config
-class Training(_Config):
+@frozen
+class Training(Config):
     """What the peers of a runnable strategy learn, the defaults ``bbjax simulate``'s
     (:class:`~bbjax.experiments.FedAvgConfig`): FedProx Synthetic(``alpha``, ``beta``) or
     ``"synthetic_iid"`` data of at most ``max_client_size`` examples a peer, of which
@@ -223,13 +72,13 @@ class Training(_Config):
     seed: int = 0
     _path: InitVar[str] = ""
 
-    SPEC = {"dataset": _choice(DATASETS), "alpha": _real(0), "beta": _real(0),
-            "max_client_size": _integer(1), "test_fraction": _real(0, 1, low_open=True,
-                                                                   high_open=True),
-            "model": _choice(MODELS), "hidden": _integer(1),
-            "learning_rate": _real(0, low_open=True), "local_steps": _integer(1),
-            "batch_size": _integer(1), "eval_every": _integer(1),
-            "seed": _integer(0, 2**32 - 1)}
+    SPEC = {"dataset": choice(DATASETS), "alpha": real(0), "beta": real(0),
+            "max_client_size": integer(1), "test_fraction": real(0, 1, low_open=True,
+                                                                 high_open=True),
+            "model": choice(MODELS), "hidden": integer(1),
+            "learning_rate": real(0, low_open=True), "local_steps": integer(1),
+            "batch_size": integer(1), "eval_every": integer(1),
+            "seed": integer(0, 2**32 - 1)}
 
 
 def _training_check(value: Any, path: str) -> Training:
@@ -238,8 +87,8 @@ def _training_check(value: Any, path: str) -> Training:
 
 # --- Local ---------------------------------------------------------------------------------
 
-@_config
-class Local(_Config):
+@frozen
+class Local(Config):
     """``{"type": "Local"}``: one peer trains on all the data, ``rounds`` rounds of
     ``training.local_steps`` steps; bbjax extras ``rounds``, ``training`` and
     ``num_clients``: the peer holds the rows of that many clients of the generator (those
@@ -252,13 +101,13 @@ class Local(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("type", "Local")
-    SPEC = {"rounds": _integer(1), "num_clients": _integer(1), "training": _training_check}
+    SPEC = {"rounds": integer(1), "num_clients": integer(1), "training": _training_check}
 
 
 # --- DataParallel --------------------------------------------------------------------------
 
-@_config
-class AllReduce(_Config):
+@frozen
+class AllReduce(Config):
     """``{"method": "AllReduce"}``: every replica applies the mean gradient."""
 
     _path: InitVar[str] = ""
@@ -266,8 +115,8 @@ class AllReduce(_Config):
     TAG = ("method", "AllReduce")
 
 
-@_config
-class ParameterServer(_Config):
+@frozen
+class ParameterServer(Config):
     """``{"method": "ParameterServer"}``: a server holds the parameters, the replicas pull
     them and push gradients; synchronous by default. bbjax extras: ``staleness`` τ (stale
     synchronous parallel: a replica at most τ clocks ahead of the slowest) and, with it,
@@ -278,17 +127,17 @@ class ParameterServer(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "ParameterServer")
-    SPEC = {"staleness": _optional(_integer(0)),
-            "delays": _optional(_list(_integer(0), non_empty=True))}
+    SPEC = {"staleness": optional(integer(0)),
+            "delays": optional(list_of(integer(0), non_empty=True))}
 
     def _check_together(self, path: str) -> None:
         if self.delays is not None and self.staleness is None:
-            raise _error(_join(path, "delays"), "need a staleness (delays make the server "
-                                                "stale synchronous)")
+            raise error(join(path, "delays"), "need a staleness (delays make the server "
+                                              "stale synchronous)")
 
 
-@_config
-class Decentralized(_Config):
+@frozen
+class Decentralized(Config):
     """``{"method": "Decentralized", "topology": NAME}``: D-PSGD over the topology ``NAME``
     (one of ``TOPOLOGIES``) of ``num_replicas`` nodes; ``torus`` takes ``rows`` (which
     divides the node count), ``base_graph`` takes ``k``, ``random_regular`` takes ``k`` and
@@ -301,22 +150,22 @@ class Decentralized(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "Decentralized")
-    SPEC = {"topology": _choice(TOPOLOGIES), "rows": _optional(_integer(1)),
-            "k": _optional(_integer(1)), "seed": _optional(_integer(0, 2**32 - 1))}
+    SPEC = {"topology": choice(TOPOLOGIES), "rows": optional(integer(1)),
+            "k": optional(integer(1)), "seed": optional(integer(0, 2**32 - 1))}
 
     def _check_together(self, path: str) -> None:
         takes = TOPOLOGY_ARGS.get(self.topology, ())
         for name in ("rows", "k", "seed"):
             if getattr(self, name) is not None and name not in takes:
-                raise _error(_join(path, name), f"is not an argument of {self.topology} "
-                                                f"(it takes {', '.join(takes) or 'none'})")
+                raise error(join(path, name), f"is not an argument of {self.topology} "
+                                              f"(it takes {', '.join(takes) or 'none'})")
         for name in takes:
             if name != "seed" and getattr(self, name) is None:
-                raise _error(_join(path, name), f"is missing ({self.topology} takes it)")
+                raise error(join(path, name), f"is missing ({self.topology} takes it)")
 
 
-@_config
-class DataParallel(_Config):
+@frozen
+class DataParallel(Config):
     """``{"type": "DataParallel", "num_replicas": R, "aggregation": ...}`` with
     :class:`AllReduce`, :class:`ParameterServer` or :class:`Decentralized`; bbjax extras
     ``rounds`` and ``training``. Each replica holds one peer's data."""
@@ -328,27 +177,27 @@ class DataParallel(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("type", "DataParallel")
-    SPEC = {"num_replicas": _integer(1),
-            "aggregation": _one_of(AllReduce, ParameterServer, Decentralized),
-            "rounds": _integer(1), "training": _training_check}
+    SPEC = {"num_replicas": integer(1),
+            "aggregation": one_of(AllReduce, ParameterServer, Decentralized),
+            "rounds": integer(1), "training": _training_check}
 
     def _check_together(self, path: str) -> None:
-        at = _join(path, "aggregation")
+        at = join(path, "aggregation")
         agg = self.aggregation
         if isinstance(agg, ParameterServer) and agg.delays is not None \
                 and len(agg.delays) != self.num_replicas:
-            raise _error(_join(at, "delays"), f"must list one delay per replica "
-                                              f"({self.num_replicas}), got {len(agg.delays)}")
+            raise error(join(at, "delays"), f"must list one delay per replica "
+                                            f"({self.num_replicas}), got {len(agg.delays)}")
         if isinstance(agg, Decentralized) and agg.topology == "torus" \
                 and self.num_replicas % agg.rows:
-            raise _error(_join(at, "rows"), f"must divide num_replicas ({self.num_replicas}), "
-                                            f"got {agg.rows}")
+            raise error(join(at, "rows"), f"must divide num_replicas ({self.num_replicas}), "
+                                          f"got {agg.rows}")
 
 
 # --- Federated -----------------------------------------------------------------------------
 
-@_config
-class FedAvg(_Config):
+@frozen
+class FedAvg(Config):
     """``{"method": "FedAvg"}``: the server keeps the clients' mean model weighted by their
     example counts (somatize's mean is unweighted)."""
 
@@ -357,8 +206,8 @@ class FedAvg(_Config):
     TAG = ("method", "FedAvg")
 
 
-@_config
-class FedProx(_Config):
+@frozen
+class FedProx(Config):
     """``{"method": "FedProx", "mu": μ}``: clients minimize ``loss + μ/2‖w − w_g‖²``;
     the server averages as :class:`FedAvg`. ``mu >= 0``."""
 
@@ -366,11 +215,11 @@ class FedProx(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "FedProx")
-    SPEC = {"mu": _real(0)}
+    SPEC = {"mu": real(0)}
 
 
-@_config
-class FedYogi(_Config):
+@frozen
+class FedYogi(Config):
     """``{"method": "FedYogi", "beta1", "beta2", "tau"}``: the server optimizer of Reddi et
     al. 2021 over the weighted mean update Δ: ``m ← β1 m + (1−β1)Δ``,
     ``v ← v − (1−β2)Δ² sign(v − Δ²)``, ``x ← x + η m / (√v + τ)``. ``0 <= beta < 1``,
@@ -383,12 +232,12 @@ class FedYogi(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "FedYogi")
-    SPEC = {"beta1": _real(0, 1, high_open=True), "beta2": _real(0, 1, high_open=True),
-            "tau": _real(0, low_open=True), "eta": _real(0, low_open=True)}
+    SPEC = {"beta1": real(0, 1, high_open=True), "beta2": real(0, 1, high_open=True),
+            "tau": real(0, low_open=True), "eta": real(0, low_open=True)}
 
 
-@_config
-class AllClients(_Config):
+@frozen
+class AllClients(Config):
     """``{"method": "All"}``: every client takes part in every round."""
 
     _path: InitVar[str] = ""
@@ -396,8 +245,8 @@ class AllClients(_Config):
     TAG = ("method", "All")
 
 
-@_config
-class RandomClients(_Config):
+@frozen
+class RandomClients(Config):
     """``{"method": "Random", "fraction": f}``: each round ``ceil(f · num_clients)``
     distinct clients drawn uniformly with the round's key; ``0 < f <= 1``."""
 
@@ -405,11 +254,11 @@ class RandomClients(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "Random")
-    SPEC = {"fraction": _real(0, 1, low_open=True)}
+    SPEC = {"fraction": real(0, 1, low_open=True)}
 
 
-@_config
-class ByCapability(_Config):
+@frozen
+class ByCapability(Config):
     """``{"method": "ByCapability", "required_tags": [...]}``: every round, the clients
     carrying all of ``required_tags`` (``Federated.client_tags``) and no other."""
 
@@ -417,11 +266,11 @@ class ByCapability(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "ByCapability")
-    SPEC = {"required_tags": _list(_text, distinct=True)}
+    SPEC = {"required_tags": list_of(nonempty_text, distinct=True)}
 
 
-@_config
-class Federated(_Config):
+@frozen
+class Federated(Config):
     """``{"type": "Federated", "num_clients", "rounds", "aggregation", "client_selection"}``
     with :class:`FedAvg`, :class:`FedProx` or :class:`FedYogi` and :class:`AllClients`,
     :class:`RandomClients` or :class:`ByCapability`; bbjax extras ``training`` and
@@ -436,21 +285,22 @@ class Federated(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("type", "Federated")
-    SPEC = {"num_clients": _integer(1), "rounds": _integer(1),
-            "aggregation": _one_of(FedAvg, FedProx, FedYogi),
-            "client_selection": _one_of(AllClients, RandomClients, ByCapability),
-            "client_tags": _list(_list(_text, distinct=True)), "training": _training_check}
+    SPEC = {"num_clients": integer(1), "rounds": integer(1),
+            "aggregation": one_of(FedAvg, FedProx, FedYogi),
+            "client_selection": one_of(AllClients, RandomClients, ByCapability),
+            "client_tags": list_of(list_of(nonempty_text, distinct=True)),
+            "training": _training_check}
 
     def _check_together(self, path: str) -> None:
         if self.client_tags and len(self.client_tags) != self.num_clients:
-            raise _error(_join(path, "client_tags"),
-                         f"must list the tags of each of the {self.num_clients} clients, got "
-                         f"{len(self.client_tags)} lists")
+            raise error(join(path, "client_tags"),
+                        f"must list the tags of each of the {self.num_clients} clients, got "
+                        f"{len(self.client_tags)} lists")
         selection = self.client_selection
         if isinstance(selection, ByCapability) and not self.eligible():
-            raise _error(_join(path, "client_selection.required_tags"),
-                         f"{list(selection.required_tags)}: no client carries all of them "
-                         f"(client_tags)")
+            raise error(join(path, "client_selection.required_tags"),
+                        f"{list(selection.required_tags)}: no client carries all of them "
+                        f"(client_tags)")
 
     def eligible(self) -> tuple[int, ...]:
         """The ids of the clients ``client_selection`` may choose, ascending."""
@@ -469,27 +319,27 @@ class Federated(_Config):
 
 # --- ModelParallel -------------------------------------------------------------------------
 
-@_config
-class WorkerTarget(_Config):
+@frozen
+class WorkerTarget(Config):
     """``{"WorkerId": ID}``: the worker of that id."""
 
     worker_id: str
     _path: InitVar[str] = ""
 
-    SPEC = {"worker_id": _text}
+    SPEC = {"worker_id": nonempty_text}
 
     def to_json(self) -> dict[str, Any]:
         return {"WorkerId": self.worker_id}
 
 
-@_config
-class TagTarget(_Config):
+@frozen
+class TagTarget(Config):
     """``{"Tag": TAG}``: a worker carrying that tag."""
 
     tag: str
     _path: InitVar[str] = ""
 
-    SPEC = {"tag": _text}
+    SPEC = {"tag": nonempty_text}
 
     def to_json(self) -> dict[str, Any]:
         return {"Tag": self.tag}
@@ -498,28 +348,28 @@ class TagTarget(_Config):
 def _target(value: Any, path: str) -> WorkerTarget | TagTarget:
     if isinstance(value, (WorkerTarget, TagTarget)):
         return value
-    fields = _fields(value, path)
+    fields = json_object(value, path)
     if len(fields) != 1 or next(iter(fields)) not in ("WorkerId", "Tag"):
-        raise _error(path, f"must be {{\"WorkerId\": ID}} or {{\"Tag\": TAG}}, got "
-                           f"{_show(value)}")
+        raise error(path, f"must be {{\"WorkerId\": ID}} or {{\"Tag\": TAG}}, got "
+                          f"{show(value)}")
     (name, inner), = fields.items()
-    inner = _text(inner, _join(path, name))
+    inner = nonempty_text(inner, join(path, name))
     return WorkerTarget(inner) if name == "WorkerId" else TagTarget(inner)
 
 
-@_config
-class Partition(_Config):
+@frozen
+class Partition(Config):
     """``{"node_ids": [...], "target": ...}``: the graph nodes one stage runs, and where."""
 
     node_ids: tuple[str, ...]
     target: WorkerTarget | TagTarget
     _path: InitVar[str] = ""
 
-    SPEC = {"node_ids": _list(_text, non_empty=True, distinct=True), "target": _target}
+    SPEC = {"node_ids": list_of(nonempty_text, non_empty=True, distinct=True), "target": _target}
 
 
-@_config
-class DataStore(_Config):
+@frozen
+class DataStore(Config):
     """``{"protocol": "DataStore"}``: activations pass through the shared data store."""
 
     _path: InitVar[str] = ""
@@ -527,8 +377,8 @@ class DataStore(_Config):
     TAG = ("protocol", "DataStore")
 
 
-@_config
-class Direct(_Config):
+@frozen
+class Direct(Config):
     """``{"protocol": "Direct"}``: activations go straight to the next stage."""
 
     _path: InitVar[str] = ""
@@ -536,32 +386,32 @@ class Direct(_Config):
     TAG = ("protocol", "Direct")
 
 
-@_config
-class Pipeline(_Config):
+@frozen
+class Pipeline(Config):
     """``{"protocol": "Pipeline", "micro_batch_size": B}``: micro-batches of ``B >= 1``."""
 
     micro_batch_size: int
     _path: InitVar[str] = ""
 
     TAG = ("protocol", "Pipeline")
-    SPEC = {"micro_batch_size": _integer(1)}
+    SPEC = {"micro_batch_size": integer(1)}
 
 
 def _partitions(value: Any, path: str) -> tuple[Partition, ...]:
-    parts = _list(lambda v, p: v if isinstance(v, Partition) else Partition.from_json(v, p),
-                  non_empty=True)(value, path)
+    parts = list_of(lambda v, p: v if isinstance(v, Partition) else Partition.from_json(v, p),
+                    non_empty=True)(value, path)
     seen: dict[str, int] = {}
     for i, part in enumerate(parts):
         for j, node in enumerate(part.node_ids):
             if node in seen:
-                raise _error(f"{path}[{i}].node_ids[{j}]",
-                             f"{node!r} is already claimed by partition {seen[node]}")
+                raise error(f"{path}[{i}].node_ids[{j}]",
+                            f"{node!r} is already claimed by partition {seen[node]}")
             seen[node] = i
     return parts
 
 
-@_config
-class ModelParallel(_Config):
+@frozen
+class ModelParallel(Config):
     """``{"type": "ModelParallel", "partitions": [...], "communication": ...}``: stages
     of a model on different workers (every node claimed once). Parsed; not run yet."""
 
@@ -571,13 +421,13 @@ class ModelParallel(_Config):
 
     TAG = ("type", "ModelParallel")
     SPEC = {"partitions": _partitions,
-            "communication": _one_of(DataStore, Direct, Pipeline)}
+            "communication": one_of(DataStore, Direct, Pipeline)}
 
 
 # --- PopulationBased -----------------------------------------------------------------------
 
-@_config
-class Truncation(_Config):
+@frozen
+class Truncation(Config):
     """``{"method": "Truncation", "fraction": f}``: the worst ``ceil(n f)`` (at most half)
     copy the best; ``0 < f <= 1``."""
 
@@ -585,11 +435,11 @@ class Truncation(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "Truncation")
-    SPEC = {"fraction": _real(0, 1, low_open=True)}
+    SPEC = {"fraction": real(0, 1, low_open=True)}
 
 
-@_config
-class Binary(_Config):
+@frozen
+class Binary(Config):
     """``{"method": "Binary"}``: each of the bottom half copies a random better member."""
 
     _path: InitVar[str] = ""
@@ -597,8 +447,8 @@ class Binary(_Config):
     TAG = ("method", "Binary")
 
 
-@_config
-class Perturbation(_Config):
+@frozen
+class Perturbation(Config):
     """``{"method": "Perturbation", "factor": c}``: each numeric hyperparameter times
     ``1 + u c``, ``u`` uniform in [−1, 1]; ``0 <= c < 1`` keeps its sign."""
 
@@ -606,11 +456,11 @@ class Perturbation(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("method", "Perturbation")
-    SPEC = {"factor": _real(0, 1, high_open=True)}
+    SPEC = {"factor": real(0, 1, high_open=True)}
 
 
-@_config
-class Resample(_Config):
+@frozen
+class Resample(Config):
     """``{"method": "Resample"}``: hyperparameters drawn afresh from the search space."""
 
     _path: InitVar[str] = ""
@@ -618,8 +468,8 @@ class Resample(_Config):
     TAG = ("method", "Resample")
 
 
-@_config
-class PopulationBased(_Config):
+@frozen
+class PopulationBased(Config):
     """``{"type": "PopulationBased", "population_size", "generations", "exploit",
     "explore"}``: population-based training. Parsed; not run yet."""
 
@@ -630,12 +480,12 @@ class PopulationBased(_Config):
     _path: InitVar[str] = ""
 
     TAG = ("type", "PopulationBased")
-    SPEC = {"population_size": _integer(2), "generations": _integer(1),
-            "exploit": _one_of(Truncation, Binary), "explore": _one_of(Perturbation, Resample)}
+    SPEC = {"population_size": integer(2), "generations": integer(1),
+            "exploit": one_of(Truncation, Binary), "explore": one_of(Perturbation, Resample)}
 
 
 Strategy = Local | DataParallel | ModelParallel | Federated | PopulationBased
-_strategy = _one_of(Local, DataParallel, ModelParallel, Federated, PopulationBased)
+_strategy = one_of(Local, DataParallel, ModelParallel, Federated, PopulationBased)
 
 
 def parse(value: Any) -> Strategy:
@@ -678,11 +528,11 @@ def _override(value: Any, dotted: str, new: Any) -> Any:
     names = dotted.split(".")
     if not all(names):
         raise ConfigError(f"{dotted!r} is no dotted field path", field=dotted)
-    root = dict(_fields(value, ""))
+    root = dict(json_object(value, ""))
     node = root
     for i, name in enumerate(names[:-1]):
         inner = node.get(name, {})
-        node[name] = dict(_fields(inner, ".".join(names[:i + 1])))
+        node[name] = dict(json_object(inner, ".".join(names[:i + 1])))
         node = node[name]
     node[names[-1]] = new
     return root

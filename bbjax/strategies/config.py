@@ -4,7 +4,7 @@
 for an aggregation or a client selection, ``"protocol"`` for a communication protocol,
 ``{"WorkerId": ...}`` / ``{"Tag": ...}`` for a partition's target), plus bbjax's extras:
 ``rounds`` and ``training`` (:class:`Training`) on the runnable strategies,
-``client_tags`` on :class:`Federated`, ``staleness`` and ``delays`` on
+``num_clients`` on :class:`Local`, ``client_tags`` on :class:`Federated`, ``staleness`` and ``delays`` on
 :class:`ParameterServer`, ``eta`` on :class:`FedYogi` and a topology's arguments on
 :class:`Decentralized`. Every value is checked when a configuration is made, parsed or
 constructed directly; :class:`~bbjax.errors.ConfigError` names the JSON path of the field

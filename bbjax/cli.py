@@ -30,13 +30,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from bbjax.errors import BbjaxError, ConfigError, DivergenceError
+from bbjax.simulation.xla_flags import prefer_memory_scheduler
 
 if TYPE_CHECKING:
     from bbjax.simulation.history import History
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bbjax`` console script; returns the exit status."""
+    """Entry point of the ``bbjax`` console script; returns the exit status. Before any JAX
+    computation it asks XLA for its memory-minimizing CPU scheduler
+    (:mod:`bbjax.simulation.xla_flags`) unless ``XLA_FLAGS`` chooses otherwise."""
+    prefer_memory_scheduler()
     parser = argparse.ArgumentParser(prog="bbjax", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser("simulate", help="run a simulated FedAvg experiment")

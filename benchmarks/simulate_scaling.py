@@ -11,13 +11,13 @@ it once, then times ``--rounds`` rounds after two warm-up rounds.
 
 Reports the median time per round, clients per second, the compile time, the simulation
 states' size and the round's memory from XLA's compiled memory analysis: temp (working
-buffers), and ``working`` = (temp + output) / argument, the round's memory beyond its
+buffers), and ``working`` = temp / argument, the round's memory beyond its
 inputs relative to the state it is given (the arguments are the states; the outputs, the
 new states, alias the donated inputs). Also the process's peak RSS from the simulation's
 start on CPU (the data it keeps included; its generation excluded), the device's
-``peak_bytes_in_use`` on GPU. ``--memory-scheduler`` runs the children with
-``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA's CPU default
-schedules for concurrency and keeps every local step's batch alive at once.
+``peak_bytes_in_use`` on GPU. The children run with ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``
+(what ``bbjax simulate`` sets: XLA's CPU default schedules for concurrency and keeps every
+local step's batch alive at once); ``--xla-default-scheduler`` runs them without it.
 
 Writes benchmarks/results/simulate_scaling_<platform>.json, one row per configuration in
 RESULTS.md and benchmarks/simulate_scaling.png (log-log time per round, clients per second
@@ -25,7 +25,7 @@ and working memory; needs matplotlib: ``pip install bbjax[plot]``).
 
     python benchmarks/simulate_scaling.py [--device cpu|gpu] [--models logreg,mlp]
         [--max-clients 100000] [--features 60] [--max-client-size 100] [--local-steps 20]
-        [--batch 10] [--rounds 5] [--source padded|rows] [--memory-scheduler] [--quick]
+        [--batch 10] [--rounds 5] [--source padded|rows] [--xla-default-scheduler] [--quick]
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--source", choices=SOURCES, default="padded",
                    help="the clients' DataSource: bbjax's padded_data_source or uniform "
                         "random rows")
-    p.add_argument("--memory-scheduler", action="store_true",
-                   help=f"run the children with XLA_FLAGS={MEMORY_SCHEDULER}")
+    p.add_argument("--xla-default-scheduler", action="store_true",
+                   help=f"run the children without XLA_FLAGS={MEMORY_SCHEDULER}")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: up to 100 clients, 5 local steps, 3 timed rounds")
     p.add_argument("--child", nargs=2, metavar=("MODEL", "CLIENTS"), help=argparse.SUPPRESS)
@@ -113,7 +113,7 @@ def run_one(args: argparse.Namespace, model: str, clients: int) -> dict:
             "clients_per_s": clients / round_s, "compile_s": compile_s, "setup_s": setup_s,
             "state_mb": state_bytes / 1e6, "memory_analysis": analysis,
             "temp_mb": analysis["temp"] / 1e6,
-            "working": (analysis["temp"] + analysis["output"]) / analysis["argument"],
+            "working": analysis["temp"] / analysis["argument"],
             "peak_ratio": (analysis["argument"] + analysis["temp"] + analysis["output"]
                            - analysis["alias"]) / analysis["argument"],
             "peak_mb": peak_mb,
@@ -130,7 +130,7 @@ def spawn(args: argparse.Namespace, model: str, clients: int) -> dict:
                "--local-steps", str(args.local_steps), "--batch", str(args.batch),
                "--rounds", str(args.rounds), "--source", args.source]
     env = dict(os.environ)
-    if args.memory_scheduler:
+    if not args.xla_default_scheduler:
         env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), MEMORY_SCHEDULER]))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
@@ -152,7 +152,7 @@ def plot(results: list[dict], title: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = (("round_s", "time per round (s)", "log"),
               ("clients_per_s", "clients per second", "log"),
-              ("working", "(temp + output) / state", "linear"))
+              ("working", "temp / state", "linear"))
     for model in CLIENTS:
         rows = [r for r in results if r["model"] == model]
         if rows:
@@ -194,11 +194,11 @@ def main() -> None:
         raise SystemExit(f"no configuration has at most --max-clients {args.max_clients}")
     setting = (f"K={args.local_steps}, B={args.batch}, {args.features} features, max client "
                f"size {args.max_client_size}, {args.source} source"
-               + (", XLA memory scheduler" if args.memory_scheduler else ""))
+               + (", XLA default scheduler" if args.xla_default_scheduler else ""))
     command = " ".join(["python"] + sys.argv)
     record = {"local_steps": args.local_steps, "batch": args.batch, "features": args.features,
               "max_client_size": args.max_client_size, "source": args.source,
-              "memory_scheduler": args.memory_scheduler, "rounds": args.rounds,
+              "xla_default_scheduler": args.xla_default_scheduler, "rounds": args.rounds,
               "results": results, "command": command}
     for r in results:
         cells = [r["model"], str(r["clients"]), setting, f"{r['round_s'] * 1e3:.1f}",

@@ -44,6 +44,7 @@ def _refuse(constant):
     raise AssertionError(f"not strict JSON: {constant}")
 
 
+@pytest.mark.slow  # ~30 s of compiling; the median rule's own tests are in tests/modules
 def test_bbjax_simulate_with_a_robust_rule(tmp_path):
     assert main(["simulate", "median-synthetic", "--rounds", "2", "--set", "num_clients=12",
                  "--set", "clients_per_round=4", "--out", str(tmp_path), "--no-progress"]) == 0

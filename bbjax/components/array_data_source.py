@@ -18,7 +18,7 @@ from bbjax.components.component import Component, PyTree
 from bbjax.errors import ComponentError
 from bbjax._checks import check_count
 from bbjax.components.roles import Role
-from bbjax.components.tree_checks import cast_like, spec_of
+from bbjax.components.tree_checks import cast_like, shared_rows, spec_of
 
 
 @struct.dataclass
@@ -49,14 +49,7 @@ def array_data_source(
     role = Role.DATA_SOURCE.value
     batch_size = check_count("batch_size", batch_size, error=ComponentError, component=name, role=role)
     template = spec_of((x, y))
-    sizes = {t.shape[0] if t.shape else 0 for t in jax.tree.leaves(template)}
-    if len(sizes) != 1 or 0 in sizes:
-        raise ComponentError(
-            f"x and y leaves need one shared, non-empty leading axis; got sizes {sorted(sizes)}",
-            component=name,
-            role=role,
-        )
-    (num_examples,) = sizes
+    num_examples = shared_rows(template, component=name, role=role)
     if batch_size > num_examples:
         raise ComponentError(
             f"batch_size ({batch_size}) exceeds the number of examples ({num_examples})",

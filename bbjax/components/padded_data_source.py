@@ -24,7 +24,7 @@ from bbjax.components.component import Component, PyTree
 from bbjax.errors import ComponentError
 from bbjax._checks import check_count
 from bbjax.components.roles import Role
-from bbjax.components.tree_checks import cast_like, spec_of
+from bbjax.components.tree_checks import cast_like, shared_rows, spec_of
 
 
 @struct.dataclass
@@ -54,11 +54,7 @@ def padded_data_source(x: PyTree, y: PyTree, size: int, batch_size: int,
     role = Role.DATA_SOURCE.value
     batch_size = check_count("batch_size", batch_size, error=ComponentError, component=name, role=role)
     template = spec_of((x, y))
-    sizes = {t.shape[0] if t.shape else 0 for t in jax.tree.leaves(template)}
-    if len(sizes) != 1 or 0 in sizes:
-        raise ComponentError(f"x and y leaves need one shared, non-empty leading axis; got "
-                             f"sizes {sorted(sizes)}", component=name, role=role)
-    (max_size,) = sizes
+    max_size = shared_rows(template, component=name, role=role)
     size = check_count("size", size, error=ComponentError, component=name, role=role)
     if max_size > _LARGEST:
         raise ComponentError(f"{max_size} rows per client is more than the {_LARGEST} this "

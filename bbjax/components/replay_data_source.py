@@ -20,7 +20,7 @@ from flax import struct
 from bbjax._checks import check_count
 from bbjax.components.component import Component, PyTree
 from bbjax.components.roles import Role
-from bbjax.components.tree_checks import cast_like, spec_of
+from bbjax.components.tree_checks import cast_like, shared_rows, spec_of
 from bbjax.errors import ComponentError
 
 
@@ -52,11 +52,7 @@ def replay_data_source(x: PyTree, y: PyTree, rows: np.ndarray, size: int | None 
     """
     role = Role.DATA_SOURCE.value
     template = spec_of((x, y))
-    sizes = {t.shape[0] if t.shape else 0 for t in jax.tree.leaves(template)}
-    if len(sizes) != 1 or 0 in sizes:
-        raise ComponentError(f"x and y leaves need one shared, non-empty leading axis; got "
-                             f"sizes {sorted(sizes)}", component=name, role=role)
-    (num_rows,) = sizes
+    num_rows = shared_rows(template, component=name, role=role)
     table = np.asarray(rows)
     if table.ndim != 3 or 0 in table.shape or not np.issubdtype(table.dtype, np.integer):
         raise ComponentError(f"rows must be an int array [rounds, steps, batch_size], got "

@@ -14,6 +14,19 @@ def spec_of(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), tree)
 
 
+def shared_rows(template: PyTree, *, component: str, role: str) -> int:
+    """The length of the leading axis every leaf of ``template`` (a :func:`spec_of`) shares.
+
+    Raises :class:`ComponentError` when the leaves have different leading lengths, a leaf
+    is a scalar or the axis is empty."""
+    sizes = {t.shape[0] if t.shape else 0 for t in jax.tree.leaves(template)}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ComponentError(f"x and y leaves need one shared, non-empty leading axis; got "
+                             f"sizes {sorted(sizes)}", component=component, role=role)
+    (rows,) = sizes
+    return rows
+
+
 def cast_like(
     spec: PyTree, tree: PyTree, what: str, *, component: str, role: str, method: str | None = None
 ) -> PyTree:

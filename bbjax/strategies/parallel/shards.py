@@ -21,7 +21,7 @@ from flax import struct
 
 from bbjax._checks import check_count
 from bbjax.components import Component, Role
-from bbjax.components.tree_checks import cast_like, spec_of
+from bbjax.components.tree_checks import cast_like, shared_rows, spec_of
 from bbjax.errors import ComponentError, DataError, InvalidArgument
 
 PyTree = Any
@@ -92,11 +92,7 @@ def data_shard(x: Any, y: Any, batch_size: int, name: str = "data_shard", *,
     batch_size = check_count("batch_size", batch_size, error=ComponentError, component=name,
                              role=role)
     template = spec_of((x, y))
-    lengths = {t.shape[0] if t.shape else 0 for t in jax.tree.leaves(template)}
-    if len(lengths) != 1 or 0 in lengths:
-        raise ComponentError(f"x and y need one shared, non-empty leading axis; got lengths "
-                             f"{sorted(lengths)}", component=name, role=role)
-    (max_rows,) = lengths
+    max_rows = shared_rows(template, component=name, role=role)
     if max_rows * batch_size > _INT32:
         raise ComponentError(f"{max_rows} rows by batches of {batch_size} overflow the int32 "
                              "row arithmetic", component=name, role=role)

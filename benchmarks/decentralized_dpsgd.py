@@ -46,9 +46,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+
+import bbjax
+from bbjax.models import LogisticRegression, cross_entropy
+from bbjax.simulation import Simulation
+from bbjax.simulation.run import _scan_rounds
+from bbjax.strategies.decentralized.dpsgd import DPSGDRound
+from bbjax.strategies.decentralized.gossip import (
+    mixing_args,
+    mixing_weights,
+    population,
+)
+from bbjax.strategies.decentralized.topology import random_regular
 
 sys.path.insert(0, os.path.dirname(__file__))
-import timing  # noqa: E402
+import timing
 
 FEATURES, CLASSES, DEGREE, BATCH, LEARNING_RATE, MAX_SIZE = 60, 10, 4, 10, 0.2, 200
 NODES, BASELINE_MAX = [100, 1000, 10_000], 1000
@@ -109,7 +123,6 @@ class PythonDPSGD:
 
     def __init__(self, topology: Any, train: Any, kernels: np.ndarray, biases: np.ndarray,
                  rounds: int):
-        from bbjax.strategies.decentralized.gossip import mixing_args
         _, _, neighbours, out, _ = mixing_args(topology)
         x, y, sizes = np.asarray(train.x), np.asarray(train.y), np.asarray(train.sizes)
         self.rounds = rounds
@@ -140,17 +153,6 @@ class BbjaxDPSGD:
     states."""
 
     def __init__(self, nodes: int, rounds: int):
-        from flax import nnx
-        import optax
-
-        import bbjax
-        from bbjax.models import LogisticRegression, cross_entropy
-        from bbjax.simulation import Simulation
-        from bbjax.simulation.run import _scan_rounds
-        from bbjax.strategies.decentralized.dpsgd import DPSGDRound
-        from bbjax.strategies.decentralized.gossip import mixing_weights, population
-        from bbjax.strategies.decentralized.topology import random_regular
-
         data = bbjax.data.synthetic(1.0, 1.0, num_clients=nodes, seed=0, max_size=MAX_SIZE)
         self.train, self.test = bbjax.data.train_test_split(jax.random.key(0), data,
                                                             test_fraction=0.2)
@@ -302,7 +304,7 @@ def spawn(args: argparse.Namespace, nodes: int) -> dict:
                "--reps", str(args.reps), "--accuracy-rounds", str(args.accuracy_rounds)]
     env = dict(os.environ)
     env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), MEMORY_SCHEDULER]))
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     sys.stdout.write("".join(ln + "\n" for ln in done.stdout.splitlines()
                              if not ln.startswith(RESULT_PREFIX)))
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]

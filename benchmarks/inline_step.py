@@ -7,7 +7,7 @@ timed interleaved in one process (after a warm-up compile of each mode with othe
 component objects, so that neither mode's compile times include JAX's or the exporter's). Reports the ratio of median step times (inlined / opaque;
 goal <= 1.02), the time each mode takes to compile (bbjax compile, JAX trace and lowering,
 XLA compile) and the largest difference between the two modes' new states, and writes
-benchmarks/results/inline_step.json.
+benchmarks/results/inline_step_<platform>.json and a row in RESULTS.md.
 
     python benchmarks/inline_step.py [--reps 30] [--calls 10]
 """
@@ -15,7 +15,6 @@ benchmarks/results/inline_step.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
@@ -89,20 +88,22 @@ def main() -> None:
         args.reps, args.calls)
     medians = {name: timing.median_ms(s) for name, s in samples.items()}
     ratio = medians["inlined"] / medians["opaque"]
-    out = {"benchmark": "inline_step", "date": dt.date.today().isoformat(),
-           "machine": timing.machine(), "jax": jax.__version__,
-           "workload": f"FedAvg client partition: MLP 784-256-10 (SGD), padded_data_source "
-                       f"batch 64, {args.local_steps} local steps; one jitted step",
-           "median_ms": {k: round(v, 3) for k, v in medians.items()},
-           "ratio_inlined_over_opaque": round(ratio, 4), "goal": GOAL,
-           "max_state_difference": difference, "reps": args.reps, "calls": args.calls,
-           **record}
-    timing.RESULTS_DIR.mkdir(exist_ok=True)
-    path = timing.RESULTS_DIR / "inline_step.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    record.update({
+        "workload": f"FedAvg client partition: MLP 784-256-10 (SGD), padded_data_source "
+                    f"batch 64, {args.local_steps} local steps; one jitted step",
+        "median_ms": {k: round(v, 3) for k, v in medians.items()},
+        "ratio_inlined_over_opaque": round(ratio, 4), "goal": GOAL,
+        "max_state_difference": difference, "reps": args.reps, "calls": args.calls})
+    command = " ".join(["python"] + sys.argv)
+    compile_s = {name: record[name]["bbjax_compile_s"] + record[name]["trace_and_lower_s"]
+                 + record[name]["xla_compile_s"] for name in steps}
+    path = timing.write("inline_step", {**record, "command": command},
+                        [f"MLP 784-256-10, batch 64, {args.local_steps} local steps",
+                         f"{medians['opaque']:.3f}", f"{medians['inlined']:.3f}",
+                         f"**{ratio:.3f}**", f"{compile_s['opaque']:.1f}",
+                         f"{compile_s['inlined']:.1f}", f"{difference:.1e}", f"`{command}`"])
+    print(json.dumps(record, indent=2))
     print(f"inlined / opaque = {ratio:.3f} (goal <= {GOAL}); wrote {path}")
-
 
 def _leaves(states):
     return [jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x

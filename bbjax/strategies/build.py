@@ -84,10 +84,10 @@ def build(strategy: Strategy | Any) -> Run:
     if not isinstance(strategy, (Local, DataParallel, ModelParallel, Federated,
                                  PopulationBased)):
         strategy = parse(strategy)
-    if isinstance(strategy, (ModelParallel, PopulationBased)):
-        kind = type(strategy).__name__
-        raise ConfigError(f"{kind} strategies parse but do not run in bbjax yet; Local, "
-                          f"DataParallel and Federated run", field="type")
+    if isinstance(strategy, ModelParallel):
+        return _model_parallel(strategy)
+    if isinstance(strategy, PopulationBased):
+        return _population_based(strategy)
     if isinstance(strategy, Federated):
         return _federated(strategy)
     if isinstance(strategy, Local):
@@ -186,3 +186,13 @@ def _parallel(strategy: DataParallel) -> Run:
                                    consensus=False, holder=holder)
     return Run(strategy, _compile(module, bindings), population, bindings, evaluate,
                strategy.rounds)
+
+
+def _model_parallel(strategy: ModelParallel) -> Run:
+    raise ConfigError("ModelParallel strategies parse but do not run in bbjax yet",
+                      field="type")
+
+
+def _population_based(strategy: PopulationBased) -> Run:
+    raise ConfigError("PopulationBased strategies parse but do not run in bbjax yet",
+                      field="type")

@@ -24,7 +24,8 @@ Catch :class:`BbjaxError` for all of them, a stage's base for one stage::
     │   ├── CompressionError
     │   ├── SelectionError
     │   ├── TopologyError
-    │   └── DataError
+    │   ├── DataError
+    │   └── StageError
     ├── WireError                    bytes that cross a boundary
     │   └── EnvelopeError
     │       ├── TruncatedEnvelope
@@ -221,6 +222,18 @@ class DataError(InvalidArgument):
 
     The message names the parameter or the array at fault.
     """
+
+
+class StageError(InvalidArgument):
+    """A model's pipeline stages do not chain: a stage cannot take the previous stage's
+    output (shape, dtype or structure), or the last one's output does not fit the loss.
+
+    ``stage`` is the index of the stage at fault; the message names it and the shapes.
+    """
+
+    def __init__(self, message: str, *, stage: int):
+        self.stage = stage
+        super().__init__(message)
 
 
 # -- the wire -----------------------------------------------------------------------------

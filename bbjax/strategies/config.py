@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import InitVar
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 from bbjax.errors import ConfigError
 from bbjax.strategies._schema import (
     Config,
+    _finite,
     choice,
     error,
     frozen,
@@ -469,19 +471,187 @@ class Resample(Config):
 
 
 @frozen
+class RayTune(Config):
+    """``{"method": "RayTune"}``: Ray Tune's ``PopulationBasedTraining`` explore, its
+    defaults: each hyperparameter on its own is redrawn from the search space with
+    probability ``resample_probability`` (0.25), else a number is multiplied by one of
+    ``factors`` (0.8 or 1.2, even odds) and a categorical moves to a neighbouring choice
+    (the first and last stay put on the side that has none); ``0 <= p <= 1``, two factors
+    ``> 0``."""
+
+    resample_probability: float = 0.25
+    factors: tuple[float, ...] = (0.8, 1.2)
+    _path: InitVar[str] = ""
+
+    TAG = ("method", "RayTune")
+    SPEC = {"resample_probability": real(0, 1),
+            "factors": list_of(real(0, low_open=True), non_empty=True)}
+
+    def _check_together(self, path: str) -> None:
+        if len(self.factors) != 2:
+            raise error(join(path, "factors"), f"must hold two factors, got "
+                                               f"{len(self.factors)}")
+
+
+@frozen
+class Float(Config):
+    """``{"type": "Float", "low", "high"}``: a real drawn uniformly from ``[low, high]``
+    (finite, ``low <= high``)."""
+
+    low: float
+    high: float
+    _path: InitVar[str] = ""
+
+    TAG = ("type", "Float")
+    SPEC = {"low": real(-math.inf), "high": real(-math.inf)}
+
+    def _check_together(self, path: str) -> None:
+        if self.low > self.high:
+            raise error(join(path, "high"), f"must be >= low ({self.low}), got {self.high}")
+
+
+INT_LIMIT = 2**24
+"""An ``Int``'s bounds lie in ``[-INT_LIMIT, INT_LIMIT]``: float32 holds them exactly."""
+
+
+@frozen
+class Int(Config):
+    """``{"type": "Int", "low", "high"}``: an integer drawn uniformly from ``low..high``
+    inclusive (``|bound| <= INT_LIMIT``, ``low <= high``)."""
+
+    low: int
+    high: int
+    _path: InitVar[str] = ""
+
+    TAG = ("type", "Int")
+    SPEC = {"low": integer(-INT_LIMIT, INT_LIMIT), "high": integer(-INT_LIMIT, INT_LIMIT)}
+
+    def _check_together(self, path: str) -> None:
+        if self.low > self.high:
+            raise error(join(path, "high"), f"must be >= low ({self.low}), got {self.high}")
+
+
+def _scalar(value: Any, path: str) -> str | int | float | bool:
+    if isinstance(value, (str, bool)) or (isinstance(value, numbers.Real)
+                                          and _finite(value)):
+        return value
+    raise error(path, f"must be a string, a boolean or a finite number, got {show(value)}")
+
+
+@frozen
+class Categorical(Config):
+    """``{"type": "Categorical", "choices": [...]}``: one of ``choices`` (distinct strings,
+    booleans or finite numbers), each as likely; held as its index."""
+
+    choices: tuple[str | int | float | bool, ...]
+    _path: InitVar[str] = ""
+
+    TAG = ("type", "Categorical")
+    SPEC = {"choices": list_of(_scalar, non_empty=True, distinct=True)}
+
+    def numeric(self) -> bool:
+        """Whether every choice is a number (not a boolean or a string)."""
+        return all(isinstance(c, numbers.Real) and not isinstance(c, bool)
+                   for c in self.choices)
+
+
+Param = Float | Int | Categorical
+_param = one_of(Float, Int, Categorical)
+
+
+def _named_params(value: Any, path: str) -> tuple[tuple[str, Param], ...]:
+    if isinstance(value, Mapping):
+        value = tuple(value.items())
+    if not isinstance(value, (tuple, list)) or not value:
+        raise error(path, f"must name at least one hyperparameter, got {show(value)}")
+    out, seen = [], set()
+    for item in value:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise error(path, f"must pair each name with its parameter, got {show(item)}")
+        name, param = item
+        name = nonempty_text(name, path)
+        if name in seen:
+            raise error(join(path, name), "is named twice")
+        seen.add(name)
+        out.append((name, _param(param, join(path, name))))
+    return tuple(out)
+
+
+@frozen
+class SearchSpace(Config):
+    """``{NAME: Float | Int | Categorical, ...}``: the hyperparameters a population
+    searches, in order; made from a mapping or ``(name, param)`` pairs."""
+
+    params: tuple[tuple[str, Param], ...]
+    _path: InitVar[str] = ""
+
+    def _check_together(self, path: str) -> None:
+        object.__setattr__(self, "params", _named_params(self.params, path))
+
+    @classmethod
+    def from_json(cls, value: Any, path: str = "") -> SearchSpace:
+        return cls(tuple(json_object(value, path).items()), _path=path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: param.to_json() for name, param in self.params}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The hyperparameters' names, in order."""
+        return tuple(name for name, _ in self.params)
+
+    def __getitem__(self, name: str) -> Param:
+        for own, param in self.params:
+            if own == name:
+                return param
+        raise KeyError(name)
+
+
+def _search_space(value: Any, path: str) -> SearchSpace:
+    return value if isinstance(value, SearchSpace) else SearchSpace.from_json(value, path)
+
+
+TASKS = ("local",)
+LOCAL_HYPERPARAMETERS = ("learning_rate", "momentum", "weight_decay")
+"""What a ``"local"`` task's member reads from the search space (the rest of its SGD is
+``training``'s: ``learning_rate`` when not searched, no momentum, no weight decay)."""
+
+
+@frozen
 class PopulationBased(Config):
     """``{"type": "PopulationBased", "population_size", "generations", "exploit",
-    "explore"}``: population-based training. Parsed; not run yet."""
+    "explore"}``: population-based training (:mod:`bbjax.strategies.pbt`). bbjax extras:
+    the explore method :class:`RayTune`; ``search_space`` (:class:`SearchSpace`, default
+    ``learning_rate`` uniform in [0.001, 0.5]); ``task``: what each member trains,
+    ``"local"``: ``training``'s model on every row of one client, ``training.local_steps``
+    SGD steps a generation, fitness the negated held-out loss; the search space may name
+    only ``LOCAL_HYPERPARAMETERS``, each a number."""
 
     population_size: int
     generations: int
     exploit: Truncation | Binary
-    explore: Perturbation | Resample
+    explore: Perturbation | Resample | RayTune
+    search_space: SearchSpace = SearchSpace({"learning_rate": Float(0.001, 0.5)})
+    task: str = "local"
+    training: Training = Training()
     _path: InitVar[str] = ""
 
     TAG = ("type", "PopulationBased")
     SPEC = {"population_size": integer(2), "generations": integer(1),
-            "exploit": one_of(Truncation, Binary), "explore": one_of(Perturbation, Resample)}
+            "exploit": one_of(Truncation, Binary),
+            "explore": one_of(Perturbation, Resample, RayTune),
+            "search_space": _search_space, "task": choice(TASKS),
+            "training": _training_check}
+
+    def _check_together(self, path: str) -> None:
+        for name, param in self.search_space.params:
+            at = join(join(path, "search_space"), name)
+            if name not in LOCAL_HYPERPARAMETERS:
+                raise error(at, f"is not a hyperparameter of the {self.task!r} task (it "
+                                f"reads {', '.join(LOCAL_HYPERPARAMETERS)})")
+            if isinstance(param, Categorical) and not param.numeric():
+                raise error(join(at, "choices"), f"must be numbers for {name}, got "
+                                                 f"{show(list(param.choices))}")
 
 
 Strategy = Local | DataParallel | ModelParallel | Federated | PopulationBased

@@ -11,8 +11,11 @@ returns its History.
 - ``DataParallel{AllReduce | ParameterServer}``: :mod:`bbjax.strategies.parallel`'s
   ``AllReduceRound`` / ``ParameterServerRound`` (stale synchronous with a ``staleness``)
   on the replicas' pooled rows, a global batch of ``batch_size`` rows per replica.
-- ``ModelParallel`` and ``PopulationBased`` parse but do not run yet: :func:`build`
-  raises :class:`~bbjax.errors.ConfigError` saying so.
+- ``ModelParallel`` parses but does not run yet: :func:`build` raises
+  :class:`~bbjax.errors.ConfigError` saying so.
+- ``PopulationBased``: :func:`~bbjax.strategies.pbt.local.local_population`, whose
+  ``run()`` returns a :class:`~bbjax.strategies.pbt.history.PbtHistory` (a History with
+  one row per generation) rather than a ``Run``'s History of rounds.
 
 Every run is measured by ``accuracy`` and ``test_loss`` on every peer's held-out rows.
 """
@@ -48,6 +51,7 @@ from bbjax.strategies.config import (
 )
 from bbjax.strategies.federated import federated_round, proximal_mu
 from bbjax.strategies.local import LocalRound
+from bbjax.strategies.pbt.local import LocalPopulation, local_population
 
 
 @dataclass
@@ -193,6 +197,7 @@ def _model_parallel(strategy: ModelParallel) -> Run:
                       field="type")
 
 
-def _population_based(strategy: PopulationBased) -> Run:
-    raise ConfigError("PopulationBased strategies parse but do not run in bbjax yet",
-                      field="type")
+def _population_based(strategy: PopulationBased) -> LocalPopulation:
+    """A population of ``task: "local"`` members (:mod:`bbjax.strategies.pbt.local`):
+    its ``run()`` returns a :class:`~bbjax.strategies.pbt.history.PbtHistory`."""
+    return local_population(strategy)

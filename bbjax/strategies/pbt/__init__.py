@@ -8,6 +8,10 @@ vmapped program, hyperparameters as traced arrays, exploit and explore inside ji
 - :mod:`~bbjax.strategies.pbt.exploration`: :func:`explore` (:class:`Perturbation`,
   :class:`Resample`, Ray Tune's :class:`RayTune`), :func:`ray_tune_preset`.
 - :func:`evolve`: exploit then explore.
+- :func:`run` (:mod:`~bbjax.strategies.pbt.run`): a population of user member functions
+  trained, evaluated and evolved, recorded as a :class:`PbtHistory`.
+- :func:`with_hyperparams`: the member's values into an ``optax.inject_hyperparams`` state.
+- :mod:`~bbjax.strategies.pbt.local`: the JSON strategy's ``"local"`` task.
 """
 
 from __future__ import annotations
@@ -33,9 +37,13 @@ from bbjax.strategies.pbt.exploitation import (
     rank,
 )
 from bbjax.strategies.pbt.exploration import explore, ray_tune_preset
+from bbjax.strategies.pbt.history import PbtHistory
+from bbjax.strategies.pbt.optim import with_hyperparams
+from bbjax.strategies.pbt.run import run
 from bbjax.strategies.pbt.space import Hyperparameters, choice_values, decode, draw, sample
 
 __all__ = ["Binary", "Categorical", "Float", "Hyperparameters", "Int", "Lineage",
-           "Perturbation", "RayTune", "Resample", "SearchSpace", "Truncation",
+           "PbtHistory", "Perturbation", "RayTune", "Resample", "SearchSpace", "Truncation",
            "choice_values", "cutoff", "decode", "draw", "evolve", "exploit", "explore",
-           "finite_members", "guard", "rank", "ray_tune_preset", "sample"]
+           "finite_members", "guard", "rank", "ray_tune_preset", "run", "sample",
+           "with_hyperparams"]

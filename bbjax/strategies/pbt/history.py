@@ -1,0 +1,70 @@
+"""``PbtHistory``: the record of a population-based run, a
+:class:`~bbjax.simulation.history.History` with one row per generation plus the whole
+population's fitness, hyperparameters and lineage."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bbjax.errors import InvalidArgument
+from bbjax.simulation.history import History
+
+
+@dataclass
+class PbtHistory(History):
+    """A :class:`History` whose rounds are generations: ``metrics`` holds per generation
+    ``best_fitness``, ``mean_fitness`` (over the members that did not fail), ``failed``
+    (how many failed), each extra metric ``evaluate`` returned and ``best_<name>`` for
+    each hyperparameter, both of the generation's best member; ``states`` are the members'
+    states after the last generation (stacked, slot ``j`` at index ``j``). Per generation
+    ``g`` and slot ``j``: ``fitness[g, j]`` (−∞ for a failed member),
+    ``hyperparameters[name][g, j]`` the (decoded) value it trained with, and
+    ``parents[g, j]`` the slot whose state and hyperparameters it started generation ``g``
+    from (``parents[0, j] == j``; an explored copy then trains with new
+    hyperparameters)."""
+
+    fitness: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    hyperparameters: dict[str, np.ndarray] = field(default_factory=dict)
+    parents: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
+
+    def best(self) -> int:
+        """The slot of the best member of the last generation (ties: the lower slot)."""
+        if not self.fitness.size:
+            raise InvalidArgument("the record holds no generation")
+        return int(np.argmax(self.fitness[-1]))
+
+    def ancestry(self, member: int) -> np.ndarray:
+        """``[G]``: the slot whose line ``member`` (a slot of the last generation)
+        descends from, generation by generation (its last entry is ``member``)."""
+        generations, n = self.parents.shape
+        if not 0 <= member < n:
+            raise InvalidArgument(f"member must be a slot in [0, {n}), got {member}")
+        line = np.empty(generations, np.int64)
+        slot = member
+        for g in range(generations - 1, -1, -1):
+            line[g] = slot
+            slot = int(self.parents[g, slot])
+        return line
+
+    def to_json(self, path: str | Path) -> Path:
+        """:meth:`History.to_json`'s record (one row per generation) plus ``"population"``:
+        ``{"fitness", "hyperparameters", "parents"}`` as ``[generation][slot]`` lists
+        (null for a failed member's fitness)."""
+        path = super().to_json(path)
+        record = json.loads(path.read_text())
+        record["population"] = {
+            "fitness": [[_finite(v) for v in row] for row in self.fitness.tolist()],
+            "hyperparameters": {name: [[_finite(v) for v in row] for row in values.tolist()]
+                                for name, values in self.hyperparameters.items()},
+            "parents": self.parents.tolist()}
+        path.write_text(json.dumps(record, indent=1, allow_nan=False))
+        return path
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

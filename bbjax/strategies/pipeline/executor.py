@@ -255,8 +255,7 @@ class Pipeline:
             return PipelineState(params, opt_state), loss[0]
 
         def spmd(params, opt_state, xs, ys):
-            first = lambda rows: jax.tree.map(lambda a: a[0], rows)  # noqa: E731
-            params, opt_state, loss = self._lane(first(params), first(opt_state), xs, ys)
+            params, opt_state, loss = self._lane(_first(params), _first(opt_state), xs, ys)
             return (jax.tree.map(lambda a: a[None], params),
                     jax.tree.map(lambda a: a[None], opt_state), loss)
 
@@ -335,6 +334,11 @@ def _store(buffer: jax.Array, value: jax.Array, micro_batch: jax.Array, slots: i
     slot = jnp.maximum(micro_batch, 0) % slots
     keep = take & (micro_batch >= 0)
     return buffer.at[slot].set(jnp.where(keep, value, buffer[slot]))
+
+
+def _first(rows: Rows) -> Rows:
+    """A device's own row of its ``[1, width]`` blocks."""
+    return jax.tree.map(lambda a: a[0], rows)
 
 
 def _describe(value: Any) -> str:

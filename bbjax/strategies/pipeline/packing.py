@@ -69,6 +69,6 @@ def packing(trees: Sequence[PyTree]) -> Packing:
             widths[name] = max(widths.get(name, 0), size)
         treedefs.append(treedef)
         layouts.append(tuple(layout))
-    for name in widths:  # a zero-width row would not shard; keep one padding element
-        widths[name] = max(widths[name], 1)
-    return Packing(tuple(treedefs), tuple(layouts), dict(sorted(widths.items())))
+    # a zero-width row would not shard: keep at least one padding element
+    return Packing(tuple(treedefs), tuple(layouts),
+                   {name: max(width, 1) for name, width in sorted(widths.items())})

@@ -22,16 +22,11 @@ def fresh_seed() -> int:
     return int(np.random.default_rng().integers(1 << 30))
 
 
-@pytest.mark.parametrize("kind,schedule,micro_batches,optimizer", [
-    ("mlp", "gpipe", 4, optax.adam(0.05)),
-    ("cnn", "1f1b", 2, optax.sgd(0.2, momentum=0.9)),
-])
-def test_one_device_equals_the_non_pipelined_step(kind, schedule, micro_batches, optimizer):
-    seed = fresh_seed()
-    stages = (models.mlp if kind == "mlp" else models.cnn)(3, seed)
-    x, y = models.data(kind, 8, seed + 1)
-    pipe = pipeline(stages, models.loss, optimizer, batch=(x, y), micro_batches=micro_batches,
-                    schedule=schedule)
+def test_one_device_equals_the_non_pipelined_step():
+    seed, optimizer = fresh_seed(), optax.adam(0.05)
+    stages = models.mlp(3, seed)
+    x, y = models.data("mlp", 8, seed + 1)
+    pipe = pipeline(stages, models.loss, optimizer, batch=(x, y), micro_batches=4)
     state, losses = pipe.init(), []
     for _ in range(3):
         state, loss = pipe.step(state, x, y)

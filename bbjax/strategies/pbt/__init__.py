@@ -40,7 +40,13 @@ from bbjax.strategies.pbt.exploration import explore, ray_tune_preset
 from bbjax.strategies.pbt.history import PbtHistory
 from bbjax.strategies.pbt.optim import with_hyperparams
 from bbjax.strategies.pbt.run import run
-from bbjax.strategies.pbt.space import Hyperparameters, choice_values, decode, draw, sample
+from bbjax.strategies.pbt.space import (
+    Hyperparameters,
+    choice_values,
+    decode,
+    draw,
+    sample,
+)
 
 __all__ = ["Binary", "Categorical", "Float", "Hyperparameters", "Int", "Lineage",
            "PbtHistory", "Perturbation", "RayTune", "Resample", "SearchSpace", "Truncation",

@@ -6,8 +6,14 @@ from typing import Any
 
 import jax
 
-from bbjax.strategies.config import (Binary, Perturbation, RayTune, Resample, SearchSpace,
-                                     Truncation)
+from bbjax.strategies.config import (
+    Binary,
+    Perturbation,
+    RayTune,
+    Resample,
+    SearchSpace,
+    Truncation,
+)
 from bbjax.strategies.pbt.exploitation import Lineage
 from bbjax.strategies.pbt.exploitation import exploit as exploit_step
 from bbjax.strategies.pbt.exploration import explore as explore_step

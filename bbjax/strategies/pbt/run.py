@@ -30,12 +30,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from bbjax.errors import DivergenceError, InvalidArgument
-from bbjax.strategies.config import (Binary, Perturbation, RayTune, Resample, SearchSpace,
-                                     Truncation)
+from bbjax.strategies.config import (
+    Binary,
+    Perturbation,
+    RayTune,
+    Resample,
+    SearchSpace,
+    Truncation,
+)
 from bbjax.strategies.pbt.evolve import evolve
 from bbjax.strategies.pbt.exploitation import cutoff, guard
 from bbjax.strategies.pbt.history import PbtHistory
 from bbjax.strategies.pbt.space import Hyperparameters, decode, sample
+
+DEFAULT_EXPLOIT = Truncation(0.2)
+DEFAULT_EXPLORE = Perturbation(0.2)
+"""The issue's example: the worst fifth copies the best fifth, then perturbs by ±20 %."""
 
 Init = Callable[[jax.Array, Hyperparameters], Any]
 TrainStep = Callable[[Any, Hyperparameters, jax.Array], Any]
@@ -44,8 +54,8 @@ Evaluate = Callable[[Any, Hyperparameters, jax.Array], Any]
 
 def run(init: Init, train_step: TrainStep, evaluate: Evaluate, space: SearchSpace,
         key: jax.Array, *, population_size: int, generations: int,
-        exploit: Truncation | Binary = Truncation(0.2),
-        explore: Perturbation | Resample | RayTune = Perturbation(0.2),
+        exploit: Truncation | Binary = DEFAULT_EXPLOIT,
+        explore: Perturbation | Resample | RayTune = DEFAULT_EXPLORE,
         steps_per_generation: int = 1, progress: bool = False,
         allow_divergence: bool = False, config: dict | None = None) -> PbtHistory:
     """Train a population of ``population_size`` for ``generations`` generations of

@@ -11,8 +11,9 @@ returns its History.
 - ``DataParallel{AllReduce | ParameterServer}``: :mod:`bbjax.strategies.parallel`'s
   ``AllReduceRound`` / ``ParameterServerRound`` (stale synchronous with a ``staleness``)
   on the replicas' pooled rows, a global batch of ``batch_size`` rows per replica.
-- ``ModelParallel`` parses but does not run yet: :func:`build` raises
-  :class:`~bbjax.errors.ConfigError` saying so.
+- ``ModelParallel``: :class:`~bbjax.strategies.model_parallel.ModelParallelRound`, one
+  peer per partition (:mod:`bbjax.strategies.model_parallel.strategy`); the chained
+  stages are evaluated.
 - ``PopulationBased``: :func:`~bbjax.strategies.pbt.local.local_population`, whose
   ``run()`` returns a :class:`~bbjax.strategies.pbt.history.PbtHistory` (a History with
   one row per generation) rather than a ``Run``'s History of rounds.
@@ -51,6 +52,7 @@ from bbjax.strategies.config import (
 )
 from bbjax.strategies.federated import federated_round, proximal_mu
 from bbjax.strategies.local import LocalRound
+from bbjax.strategies.model_parallel.strategy import parts as model_parallel_parts
 from bbjax.strategies.pbt.local import LocalPopulation, local_population
 
 
@@ -84,7 +86,8 @@ class Run:
 def build(strategy: Strategy | Any) -> Run:
     """The run of ``strategy`` (a configuration, or its JSON value: :func:`parse`).
     Raises :class:`ConfigError` for a strategy bbjax does not run yet, a topology that does
-    not exist for ``num_replicas`` nodes, or data that leaves a peer no training example."""
+    not exist for ``num_replicas`` nodes, data that leaves a peer no training example, or
+    ``ModelParallel`` partitions that do not split its model."""
     if not isinstance(strategy, (Local, DataParallel, ModelParallel, Federated,
                                  PopulationBased)):
         strategy = parse(strategy)
@@ -193,8 +196,9 @@ def _parallel(strategy: DataParallel) -> Run:
 
 
 def _model_parallel(strategy: ModelParallel) -> Run:
-    raise ConfigError("ModelParallel strategies parse but do not run in bbjax yet",
-                      field="type")
+    module, bindings, population, evaluate, _ = model_parallel_parts(strategy)
+    return Run(strategy, _compile(module, bindings), population, bindings, evaluate,
+               strategy.rounds)
 
 
 def _population_based(strategy: PopulationBased) -> LocalPopulation:

@@ -415,15 +415,38 @@ def _partitions(value: Any, path: str) -> tuple[Partition, ...]:
 @frozen
 class ModelParallel(Config):
     """``{"type": "ModelParallel", "partitions": [...], "communication": ...}``: stages
-    of a model on different workers (every node claimed once). Parsed; not run yet."""
+    of a model on different workers (every node claimed once), trained by
+    :mod:`bbjax.strategies.model_parallel`; bbjax extras ``rounds`` (one training step
+    each), ``training`` and ``hidden_layers``, the widths of the ReLU layers ``dense0 …``
+    of the :class:`~bbjax.strategies.model_parallel.layered.LayeredMLP` whose layers
+    (then ``head``) the partitions' ``node_ids`` name. A ``Pipeline``'s
+    ``micro_batch_size`` must divide ``training.batch_size``."""
 
     partitions: tuple[Partition, ...]
     communication: DataStore | Direct | Pipeline
+    rounds: int = 100
+    hidden_layers: tuple[int, ...] = (64, 64)
+    training: Training = Training()
     _path: InitVar[str] = ""
 
     TAG = ("type", "ModelParallel")
     SPEC = {"partitions": _partitions,
-            "communication": one_of(DataStore, Direct, Pipeline)}
+            "communication": one_of(DataStore, Direct, Pipeline),
+            "rounds": integer(1), "hidden_layers": list_of(integer(1)),
+            "training": _training_check}
+
+    def _check_together(self, path: str) -> None:
+        pipe, batch = self.communication, self.training.batch_size
+        if isinstance(pipe, Pipeline) and batch % pipe.micro_batch_size:
+            raise error(join(path, "communication.micro_batch_size"),
+                        f"{pipe.micro_batch_size} must divide training.batch_size {batch} "
+                        "(equal micro-batches)")
+
+    def micro_batches(self) -> int:
+        """How many micro-batches a batch is cut into (1 unless ``Pipeline``)."""
+        pipe = self.communication
+        return self.training.batch_size // pipe.micro_batch_size \
+            if isinstance(pipe, Pipeline) else 1
 
 
 # --- PopulationBased -----------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_bad_fields_exit_2_with_one_line(argv, field, capsys):
     assert err.startswith("bbjax: error: ConfigError") and field in err and "\n" not in err
 
 
-@pytest.mark.parametrize("name", ["model_parallel", "population_based"])
+@pytest.mark.parametrize("name", ["population_based"])
 def test_strategies_that_do_not_run_yet_say_so(name, capsys):
     assert main(["train", str(EXAMPLES / f"{name}.json")]) == 2
     err = capsys.readouterr().err.strip()

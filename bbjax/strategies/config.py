@@ -646,9 +646,10 @@ class PopulationBased(Config):
     "explore"}``: population-based training (:mod:`bbjax.strategies.pbt`). bbjax extras:
     the explore method :class:`RayTune`; ``search_space`` (:class:`SearchSpace`, default
     ``learning_rate`` uniform in [0.001, 0.5]); ``task``: what each member trains,
-    ``"local"``: ``training``'s model on every row of one client, ``training.local_steps``
-    SGD steps a generation, fitness the negated held-out loss; the search space may name
-    only ``LOCAL_HYPERPARAMETERS``, each a number."""
+    ``"local"``: ``training``'s model on the pooled rows of ``num_clients`` clients (as
+    :class:`Local`), ``training.local_steps`` SGD steps a generation, fitness the negated
+    held-out loss; the search space may name only ``LOCAL_HYPERPARAMETERS``, each a
+    number."""
 
     population_size: int
     generations: int
@@ -656,6 +657,7 @@ class PopulationBased(Config):
     explore: Perturbation | Resample | RayTune
     search_space: SearchSpace = SearchSpace({"learning_rate": Float(0.001, 0.5)})
     task: str = "local"
+    num_clients: int = 1
     training: Training = Training()
     _path: InitVar[str] = ""
 
@@ -664,7 +666,7 @@ class PopulationBased(Config):
             "exploit": one_of(Truncation, Binary),
             "explore": one_of(Perturbation, Resample, RayTune),
             "search_space": _search_space, "task": choice(TASKS),
-            "training": _training_check}
+            "num_clients": integer(1), "training": _training_check}
 
     def _check_together(self, path: str) -> None:
         for name, param in self.search_space.params:

@@ -1,5 +1,6 @@
 """``bbjax train STRATEGY.json``: every runnable example runs briefly and writes the History
-files of ``bbjax simulate``; the others and bad fields fail with one line and status 2."""
+files of ``bbjax simulate``; bad fields fail with one line and status 2 (PopulationBased's
+runs: tests/strategies/pbt/test_pbt_config.py)."""
 
 from __future__ import annotations
 
@@ -79,15 +80,6 @@ def test_bad_fields_exit_2_with_one_line(argv, field, capsys):
     assert status == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("bbjax: error: ConfigError") and field in err and "\n" not in err
-
-
-@pytest.mark.parametrize("name", ["population_based"])
-def test_strategies_that_do_not_run_yet_say_so(name, capsys):
-    assert main(["train", str(EXAMPLES / f"{name}.json")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "do not run in bbjax yet" in err and "\n" not in err
-
-
 
 
 def test_a_missing_file_exits_2(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """The ``"local"`` task of a ``PopulationBased`` strategy: every member trains
-``training``'s model on one client's rows, searched SGD hyperparameters in its
-``optax.inject_hyperparams`` state.
+``training``'s model on the pooled rows of ``num_clients`` clients (their held-out rows
+measure it), searched SGD hyperparameters in its ``optax.inject_hyperparams`` state.
 
 Each member starts from the same parameters (``training.seed``); a generation is
 ``training.local_steps`` SGD steps on batches of ``batch_size`` rows drawn with
@@ -67,7 +67,7 @@ def local_population(strategy: PopulationBased) -> LocalPopulation:
     """The member functions of ``strategy``'s ``"local"`` task; :class:`ConfigError` when
     the data leaves no training example."""
     training = strategy.training
-    train, test = workload.peer_data(training, 1)
+    train, test = workload.peer_data(training, strategy.num_clients)
     x, y = (jnp.asarray(a) for a in workload.pooled_rows(train))
     tx, ty = (jnp.asarray(a) for a in workload.pooled_rows(test))
     if not ty.size:

@@ -27,14 +27,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import struct
 from jax.extend.core import Var
 
 from bbjax import aggregators
-from bbjax.components import Component, rule_aggregator
+from bbjax._checks import check_count
+from bbjax.compiler import Compiler
+from bbjax.components import Component, flax_model, rule_aggregator
 from bbjax.components.adapters import RuleAggregatorState
 from bbjax.components.component import PyTree
 from bbjax.errors import ConfigError, DivergenceError, InvalidArgument, SimulationError
+from bbjax.models import cross_entropy
+from bbjax.modules import FedAvgRound
+from bbjax.simulation import Peers, Simulation
+from bbjax.strategies import workload
 from bbjax.strategies.config import (
     Binary,
     Categorical,
@@ -42,6 +49,7 @@ from bbjax.strategies.config import (
     RayTune,
     Resample,
     SearchSpace,
+    Training,
     Truncation,
 )
 from bbjax.strategies.pbt.evolve import evolve
@@ -506,3 +514,106 @@ def _depends_on_input(jaxpr: Any) -> list[bool]:
         if any(isinstance(v, Var) and v in dependent for v in eqn.invars):
             dependent.update(eqn.outvars)
     return [isinstance(v, Var) and v in dependent for v in jaxpr.outvars]
+
+
+# --- from a configuration --------------------------------------------------------------------
+
+FEDERATED_HYPERPARAMETERS: dict[str, Place] = {
+    "client_learning_rate": CLIENT_LEARNING_RATE, "server_learning_rate": SERVER_LEARNING_RATE}
+"""What a search space over federated members may name, and where each lives."""
+
+
+def federated_population(training: Training, names: tuple[str, ...], *, num_clients: int,
+                         clients_per_round: int, rounds: int, rule: str = "fedadam",
+                         server_learning_rate: float = 0.1) -> FederatedPopulation:
+    """Federated members of ``training``'s data and model (one client of its generator per
+    client, ``test_fraction`` held out): each round ``clients_per_round`` of
+    ``num_clients`` clients (all: every round) take ``training.local_steps`` SGD steps and
+    the server aggregates them by ``rule`` (:func:`server_rate_aggregator`, at
+    ``server_learning_rate`` unless searched); ``rounds`` rounds a generation. ``names``
+    (in :data:`FEDERATED_HYPERPARAMETERS`) are the searched hyperparameters; the others keep
+    ``training.learning_rate`` and ``server_learning_rate``. Fitness: the server model's
+    negated ``test_loss`` on every client's held-out rows (``accuracy`` recorded too).
+    Raises :class:`ConfigError` naming a field at fault."""
+    unknown = [n for n in names if n not in FEDERATED_HYPERPARAMETERS]
+    if unknown or not names:
+        raise ConfigError(f"search_space must name some of {list(FEDERATED_HYPERPARAMETERS)} "
+                          f"for federated members, got {list(names)}", field="search_space")
+    for field, value in (("num_clients", num_clients), ("clients_per_round",
+                                                        clients_per_round), ("rounds", rounds)):
+        check_count(field, value, error=ConfigError, field=field)
+    if clients_per_round > num_clients:
+        raise ConfigError(f"clients_per_round must be at most num_clients ({num_clients}), "
+                          f"got {clients_per_round}", field="clients_per_round")
+    train, test = workload.peer_data(training, num_clients)
+    sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=training.learning_rate)
+    model = flax_model(workload.network(training, train), sgd, cross_entropy)
+    initial = model.init(jax.random.PRNGKey(training.seed)).params
+    bindings = {"model": model, "data": workload.data_source(training, train),
+                "aggregator": server_rate_aggregator(rule, clients_per_round, initial,
+                                                     server_learning_rate)}
+    compiler = Compiler()
+    for slot, component in bindings.items():
+        compiler = compiler.bind(slot, component)
+    compiled = compiler.compile(FedAvgRound(training.local_steps, num_clients=clients_per_round,
+                                            aggregator=True))
+    clients = Peers(num_clients, init_args={"data": (train.x, train.y, train.sizes)},
+                    cohort=None if clients_per_round == num_clients else clients_per_round)
+    simulation = Simulation(compiled, {"server": Peers(1), "client": clients}, bindings)
+    measure = workload.evaluation(model, test, "server", consensus=False)
+
+    def evaluate(states: States) -> dict[str, jax.Array]:
+        metrics = measure(states)
+        return {"fitness": -metrics["test_loss"], "accuracy": metrics["accuracy"]}
+
+    return FederatedPopulation(simulation, {n: FEDERATED_HYPERPARAMETERS[n] for n in names},
+                               evaluate, rounds)
+
+
+@dataclass
+class FederatedPbtRun:
+    """A built PBT run over federated members: :meth:`run` trains it."""
+
+    population: FederatedPopulation
+    space: SearchSpace
+    population_size: int
+    generations: int
+    exploit: Truncation | Binary
+    explore: Perturbation | Resample | RayTune
+    seed: int
+    config: dict
+
+    def run(self, key: jax.Array | None = None, progress: bool = False,
+            devices: int | None = None, *, allow_divergence: bool = False) -> PbtHistory:
+        """:func:`run` with the key of the configured seed (or ``key``). The population
+        runs on the default device: ``devices`` other than None or 1 raise
+        :class:`ConfigError`."""
+        if devices not in (None, 1):
+            raise ConfigError(f"a federated population runs on one device, got devices="
+                              f"{devices!r}", field="devices")
+        key = jax.random.PRNGKey(self.seed) if key is None else key
+        return run(self.population, self.space, key, population_size=self.population_size,
+                   generations=self.generations, exploit=self.exploit, explore=self.explore,
+                   progress=progress, allow_divergence=allow_divergence, config=self.config)
+
+
+def federated_population_run(strategy: Any, *, num_clients: int, clients_per_round: int,
+                             rounds: int, rule: str = "fedadam",
+                             server_learning_rate: float = 0.1) -> FederatedPbtRun:
+    """The PBT run of ``strategy`` (a ``PopulationBased`` configuration: its
+    ``population_size``, ``generations``, ``exploit``, ``explore``, ``search_space`` over
+    :data:`FEDERATED_HYPERPARAMETERS` and ``training``) whose members are the federated
+    runs of :func:`federated_population` with the other arguments. The record's ``config``
+    is ``strategy.to_json()`` with those arguments under ``"federated"``. Raises
+    :class:`ConfigError` naming a field at fault."""
+    names = tuple(strategy.search_space.names)
+    population = federated_population(
+        strategy.training, names, num_clients=num_clients, clients_per_round=clients_per_round,
+        rounds=rounds, rule=rule, server_learning_rate=server_learning_rate)
+    cutoff(strategy.exploit, strategy.population_size)
+    config = {**strategy.to_json(), "federated": {
+        "num_clients": num_clients, "clients_per_round": clients_per_round, "rounds": rounds,
+        "rule": rule, "server_learning_rate": server_learning_rate}}
+    return FederatedPbtRun(population, strategy.search_space, strategy.population_size,
+                           strategy.generations, strategy.exploit, strategy.explore,
+                           strategy.training.seed, config)

@@ -3,6 +3,8 @@ members, no recompilation across generations, the server rate aggregator equals 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ from bbjax.errors import ConfigError, DivergenceError, InvalidArgument, Simulati
 from bbjax.models import LogisticRegression, cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.simulation import Simulation
+from bbjax.strategies.config import Training
 from bbjax.strategies.pbt import (
     Categorical,
     Float,
@@ -30,6 +33,8 @@ from bbjax.strategies.pbt import federated as fed
 
 CLIENTS, COHORT, STEPS, ROUNDS, P = 6, 3, 2, 2, 4
 SPACE = SearchSpace({"client_lr": Float(0.01, 0.2), "server_lr": Float(0.01, 0.3)})
+SPACE_JSON = SearchSpace({"client_learning_rate": Float(0.001, 0.1),
+                          "server_learning_rate": Float(0.001, 0.1)})
 
 
 def _setup(client_optimizer, aggregator_of):
@@ -344,3 +349,43 @@ def test_a_population_that_fails_entirely_raises_divergence(world):
         fed.run(world["pop"], explosive, world["key"], population_size=P, generations=3)
     assert caught.value.round == 0
     assert np.isneginf(caught.value.history.fitness).all()
+
+
+# --- from a configuration ----------------------------------------------------------------------
+
+def _strategy(space, **training):
+    """What ``federated_population_run`` reads of a ``PopulationBased`` configuration."""
+    return SimpleNamespace(population_size=4, generations=3, exploit=Truncation(0.25),
+                           explore=Perturbation(0.2), search_space=space,
+                           training=Training(**training),
+                           to_json=lambda: {"type": "PopulationBased"})
+
+
+def test_federated_population_run_rejects_what_it_cannot_run():
+    local = SearchSpace({"learning_rate": Float(0.01, 0.1)})
+    with pytest.raises(ConfigError, match="client_learning_rate") as caught:
+        fed.federated_population_run(_strategy(local), num_clients=4, clients_per_round=2,
+                                     rounds=1)
+    assert caught.value.field == "search_space"
+    with pytest.raises(ConfigError, match="at most num_clients") as caught:
+        fed.federated_population_run(_strategy(SPACE_JSON), num_clients=4,
+                                     clients_per_round=5, rounds=1)
+    assert caught.value.field == "clients_per_round"
+    with pytest.raises(ConfigError, match="rounds must be an integer >= 1"):
+        fed.federated_population_run(_strategy(SPACE_JSON), num_clients=4,
+                                     clients_per_round=2, rounds=0)
+
+
+@pytest.mark.slow
+def test_federated_population_run_trains_fedadam_members():
+    built = fed.federated_population_run(
+        _strategy(SPACE_JSON, max_client_size=60, local_steps=2, batch_size=5),
+        num_clients=8, clients_per_round=4, rounds=2)
+    with pytest.raises(ConfigError, match="one device"):
+        built.run(devices=2)
+    history = built.run()
+    assert history.config["federated"]["rule"] == "fedadam"
+    assert sorted(history.hyperparameters) == sorted(SPACE_JSON.names)
+    assert np.isfinite(history.fitness).all()
+    assert history["best_fitness"][-1] > history["best_fitness"][0]
+    assert history["accuracy"][-1] > 0.5

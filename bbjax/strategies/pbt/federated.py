@@ -248,7 +248,7 @@ class FederatedPopulation:
     entry's peers, as ``simulate``'s ``evaluate`` sees them): a scalar fitness (higher is
     better) or a dict of scalars holding ``"fitness"``. Raises :class:`InvalidArgument` for
     no hyperparameters, a :class:`Place` the states do not have or a ``rounds`` that is not
-    a count."""
+    a count. ``score`` is the ``evaluate`` given."""
 
     def __init__(self, simulation: Any, hyperparameters: Mapping[str, Place],
                  evaluate: Callable[[States], Any], rounds: int):
@@ -260,7 +260,7 @@ class FederatedPopulation:
         self.simulation = simulation
         self.hyperparameters = dict(hyperparameters)
         self.rounds = rounds
-        self._evaluate = evaluate
+        self.score = evaluate
         self._data = simulation.init_args, simulation.inputs, simulation.tables
         key = jax.random.PRNGKey(0)
         shapes = jax.eval_shape(simulation.init, key, *self._data)
@@ -388,7 +388,7 @@ class FederatedPopulation:
         failed member: non-finite fitness or states, :func:`~bbjax.strategies.pbt.guard`)
         and the other scalars ``evaluate`` returned (each ``[P]``)."""
         def one(stacked: list) -> dict[str, jax.Array]:
-            out = self._evaluate(self._join(stacked, members.shared))
+            out = self.score(self._join(stacked, members.shared))
             out = dict(out) if isinstance(out, Mapping) else {"fitness": out}
             if "fitness" not in out:
                 raise InvalidArgument(f"evaluate returned a dict without 'fitness': "

@@ -11,8 +11,8 @@ from bbjax.strategies.model_parallel.round import (
     slot_name,
     stage_components,
 )
-from bbjax.strategies.model_parallel.stage import StageState, stage
+from bbjax.strategies.model_parallel.stage import StageState, micro_batch, stage
 from bbjax.strategies.model_parallel.stages import Stages, from_modules, split
 
 __all__ = ["ModelParallelRound", "StageState", "Stages", "forward_class", "from_modules",
-           "population", "slot_name", "split", "stage", "stage_components"]
+           "micro_batch", "population", "slot_name", "split", "stage", "stage_components"]

@@ -37,7 +37,7 @@ from bbjax.compiler.annotations import SELF
 from bbjax.dsl import Graph, Module
 from bbjax.errors import InvalidArgument
 from bbjax.simulation import Peers
-from bbjax.strategies.model_parallel.stage import stage
+from bbjax.strategies.model_parallel.stage import micro_batch, stage
 from bbjax.strategies.model_parallel.stages import Stages
 
 
@@ -91,13 +91,14 @@ class ModelParallelRound(Module):
         labels = g.send("labels", y, to=g.peers(slot_name(last)))
         acts = [x[m * rows:(m + 1) * rows] for m in range(m_count)]
         for s in range(last):
-            outs = [g.slot(slot_name(s)).forward(a, jnp.int32(m)) for m, a in enumerate(acts)]
+            outs = [g.slot(slot_name(s)).forward(a, micro_batch(m, m_count))
+                    for m, a in enumerate(acts)]
             to = g.peers(forward_class(s + 1, p))
             acts = [g.send(f"activation{s}_m{m}", o, to=to) for m, o in enumerate(outs)]
         grads, losses = [], []
         for m, a in enumerate(acts):
             g_in, loss = g.slot(slot_name(last)).loss_backward(
-                a, labels[m * rows:(m + 1) * rows], jnp.int32(m))
+                a, labels[m * rows:(m + 1) * rows], micro_batch(m, m_count))
             grads.append(g_in)
             losses.append(loss)
         g.slot(slot_name(last)).apply()
@@ -105,7 +106,7 @@ class ModelParallelRound(Module):
         for s in reversed(range(last)):
             to = g.peers(slot_name(s))
             received = [g.send(f"gradient{s}_m{m}", d, to=to) for m, d in enumerate(grads)]
-            grads = [g.slot(slot_name(s)).backward(d, jnp.int32(m))
+            grads = [g.slot(slot_name(s)).backward(d, micro_batch(m, m_count))
                      for m, d in enumerate(received)]
             g.slot(slot_name(s)).apply()
 

@@ -21,9 +21,15 @@ from flax import struct
 
 from bbjax._checks import check_count
 from bbjax.components import Component, Role
-from bbjax.errors import InvalidArgument
+from bbjax.errors import ComponentError, InvalidArgument
 
 PyTree = Any
+
+
+def micro_batch(m: int, micro_batches: int) -> jax.Array:
+    """Micro-batch ``m`` of ``micro_batches`` as the stage methods name it: a bool
+    ``[micro_batches]`` mask, true at ``m``."""
+    return jnp.arange(micro_batches) == m
 
 
 @struct.dataclass
@@ -45,17 +51,21 @@ def stage(apply: Callable[[PyTree, Any], Any], params: PyTree,
     """A Protocol component over ``apply(params, x) -> y`` starting from ``params``, whose
     micro-batch input is ``input_spec`` (an array or ``ShapeDtypeStruct``).
 
-    ``init(key)`` ignores ``key``. Methods: ``params() -> params``;
-    ``forward(x, micro) -> y``: ``apply`` at ``x``, kept as micro-batch ``micro``'s input
-    (int32, in ``[0, micro_batches)``); ``backward(g_out, micro) -> g_in``: the vector-
-    Jacobian product of ``apply`` at micro-batch ``micro``'s saved input with ``g_out``,
-    adding the parameters' part to the accumulated gradient and returning the input's; with
-    ``loss_fn(prediction, target)`` (the mean loss of a batch, as for
-    :func:`bbjax.components.flax_model`), ``loss_backward(x, target, micro) -> (g_in,
-    loss)``: the loss of micro-batch ``x`` and the gradient of it with respect to ``x``,
-    accumulating the parameters' gradient; ``apply() -> ()``: one optimizer step with the
-    mean of the accumulated gradients (nothing when none was accumulated), then zero them.
-    Raises :class:`InvalidArgument` for a ``micro_batches`` that is not an integer >= 1.
+    ``micro`` below names a micro-batch as a bool ``[micro_batches]`` mask, true at its
+    index (:func:`micro_batch`), so that a round of another micro-batch count fails when it
+    is traced instead of reading the wrong input. ``init(key)`` ignores ``key``. Methods:
+    ``params() -> params``; ``forward(x, micro) -> y``: ``apply`` at ``x``, kept as that
+    micro-batch's input; ``backward(g_out, micro) -> g_in``: the vector-Jacobian product
+    of ``apply`` at that micro-batch's saved input with ``g_out``, adding the parameters'
+    part to the accumulated gradient and returning the input's; with ``loss_fn(prediction,
+    target)`` (the mean loss of a batch, as for :func:`bbjax.components.flax_model`),
+    ``loss_backward(x, target, micro) -> (g_in, loss)``: the loss of micro-batch ``x`` and
+    its gradient with respect to ``x``, accumulating the parameters' gradient; ``apply() ->
+    ()``: one optimizer step with the mean of the accumulated gradients (nothing when none
+    was accumulated), then zero them. Raises :class:`InvalidArgument` for a
+    ``micro_batches`` that is not an integer >= 1; its methods raise
+    :class:`ComponentError` for an ``x`` of another shape than ``input_spec`` or a
+    ``micro`` that is not a ``[micro_batches]`` mask.
     """
     micro_batches = check_count("micro_batches", micro_batches)
     if not callable(apply):
@@ -76,21 +86,36 @@ def stage(apply: Callable[[PyTree, Any], Any], params: PyTree,
         return state.replace(grads=jax.tree.map(jnp.add, state.grads, grads),
                              count=state.count + 1)
 
+    def index(micro: Any, method: str) -> jax.Array:
+        if jnp.shape(micro) != (micro_batches,) or jnp.result_type(micro) != jnp.bool_:
+            raise ComponentError(f"micro must be a bool [{micro_batches}] mask (this stage "
+                                 f"holds {micro_batches} micro-batches), got "
+                                 f"{jnp.result_type(micro)}{list(jnp.shape(micro))}",
+                                 component=name, role=Role.PROTOCOL.value, method=method)
+        return jnp.argmax(micro)
+
+    def checked(x: Any, method: str) -> jax.Array:
+        if jnp.shape(x) != spec.shape:
+            raise ComponentError(f"x must have the stage's input shape {list(spec.shape)}, "
+                                 f"got {list(jnp.shape(x))}", component=name,
+                                 role=Role.PROTOCOL.value, method=method)
+        return jnp.asarray(x, spec.dtype)
+
     def forward(state: StageState, x: Any, micro: Any) -> tuple[StageState, Any]:
-        x = jnp.asarray(x, spec.dtype)
-        inputs = state.inputs.at[jnp.asarray(micro, jnp.int32)].set(x)
+        x = checked(x, "forward")
+        inputs = state.inputs.at[index(micro, "forward")].set(x)
         return state.replace(inputs=inputs), apply(state.params, x)
 
     def backward(state: StageState, g_out: Any, micro: Any) -> tuple[StageState, Any]:
-        x = state.inputs[jnp.asarray(micro, jnp.int32)]
+        x = state.inputs[index(micro, "backward")]
         _, vjp = jax.vjp(apply, state.params, x)
         g_params, g_in = vjp(g_out)
         return accumulate(state, g_params), g_in
 
     def loss_backward(state: StageState, x: Any, target: Any, micro: Any
                       ) -> tuple[StageState, tuple[Any, jax.Array]]:
-        del micro  # the last stage differentiates at once: nothing to save
-        x = jnp.asarray(x, spec.dtype)
+        index(micro, "loss_backward")  # the last stage differentiates at once: no input kept
+        x = checked(x, "loss_backward")
         loss, (g_params, g_in) = jax.value_and_grad(
             lambda p, a: loss_fn(apply(p, a), target), argnums=(0, 1))(state.params, x)
         return accumulate(state, g_params), (g_in, loss)

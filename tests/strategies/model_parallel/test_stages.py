@@ -11,9 +11,9 @@ import optax
 import pytest
 from flax import nnx
 
-from bbjax.errors import InvalidArgument
+from bbjax.errors import ComponentError, InvalidArgument
 from bbjax.models import cross_entropy
-from bbjax.strategies.model_parallel import Stages, from_modules, split, stage
+from bbjax.strategies.model_parallel import Stages, from_modules, micro_batch, split, stage
 from bbjax.strategies.model_parallel.layered import LayeredMLP
 
 
@@ -113,11 +113,11 @@ def test_stage_backward_is_the_vjp_and_apply_the_mean_step():
     component = stage(apply, params, optax.sgd(0.5), xs[0], micro_batches=2)
     state = component.init(jax.random.PRNGKey(0))
     for m in (0, 1):
-        state, y = component.call("forward", state, xs[m], jnp.int32(m))
+        state, y = component.call("forward", state, xs[m], micro_batch(m, 2))
         np.testing.assert_allclose(y, apply(params, xs[m]), rtol=1e-6)
     expected = [_vjp_reference(apply, params, xs[m], gs[m]) for m in (0, 1)]
     for m in (1, 0):  # any order: each micro-batch's saved input is used
-        state, g_in = component.call("backward", state, gs[m], jnp.int32(m))
+        state, g_in = component.call("backward", state, gs[m], micro_batch(m, 2))
         np.testing.assert_allclose(g_in, expected[m][1], rtol=1e-5, atol=1e-6)
     state, _ = component.call("apply", state)
     mean = jax.tree.map(lambda a, b: (a + b) / 2, expected[0][0], expected[1][0])
@@ -139,7 +139,7 @@ def test_last_stage_loss_backward():
     y = rng.integers(0, 3, 6).astype(np.int32)
     component = stage(apply, params, optax.sgd(0.1), x, loss_fn=cross_entropy)
     state = component.init(jax.random.PRNGKey(0))
-    state, (g_in, loss) = component.call("loss_backward", state, x, y, jnp.int32(0))
+    state, (g_in, loss) = component.call("loss_backward", state, x, y, micro_batch(0, 1))
     want_loss, (g_p, g_x) = jax.value_and_grad(
         lambda p, a: cross_entropy(apply(p, a), y), argnums=(0, 1))(params, x)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
@@ -149,3 +149,17 @@ def test_last_stage_loss_backward():
     assert "loss_backward" not in stage(apply, params, optax.sgd(0.1), x).methods
     with pytest.raises(InvalidArgument, match="micro_batches"):
         stage(apply, params, optax.sgd(0.1), x, micro_batches=0)
+
+
+def test_stage_methods_refuse_another_micro_batch_count_or_input_shape():
+    head = nnx.Linear(5, 3, rngs=nnx.Rngs(0))
+    stages = from_modules([head])
+    x = np.zeros((6, 5), np.float32)
+    component = stage(stages.applies[0], stages.params[0], optax.sgd(0.1), x, micro_batches=2)
+    state = component.init(jax.random.PRNGKey(0))
+    with pytest.raises(ComponentError, match=r"bool \[2\] mask.*holds 2 micro-batches"):
+        component.call("forward", state, x, micro_batch(3, 4))
+    with pytest.raises(ComponentError, match="bool"):
+        component.call("backward", state, np.zeros((6, 3), np.float32), jnp.int32(1))
+    with pytest.raises(ComponentError, match=r"input shape \[6, 5\], got \[3, 5\]"):
+        component.call("forward", state, x[:3], micro_batch(0, 2))

@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 import bbjax
+from bbjax.errors import ComponentError, InvalidArgument
 from bbjax.models import cross_entropy
 from bbjax.strategies.model_parallel import (
     ModelParallelRound,
@@ -140,3 +141,18 @@ def test_nodes_over_envelopes_end_where_simulate_ends():
     for s, node in enumerate(nodes):
         got = jax.tree.map(np.asarray, node.states[slot_name(s)].params)
         assert_close(got, stage_params(history, s), rtol=1e-6, atol=1e-7)
+
+
+def test_a_round_of_another_micro_batch_count_is_refused_when_compiled():
+    net, stages, x, y = mlp_case(1)
+    bindings = {"data": data_shard(x, y, BATCH),
+                **stage_components(stages, optax.sgd(0.1), cross_entropy, x[:BATCH], 2)}
+    with pytest.raises(ComponentError, match=r"input shape \[8, 8\], got \[4, 8\]"):
+        compile_with(ModelParallelRound(3, 4), bindings)
+    wider = dict(bindings, data=data_shard(x, y, 2 * BATCH))  # micro-batches of 8 rows again
+    with pytest.raises(ComponentError, match=r"holds 2 micro-batches\), got bool\[4\]"):
+        compile_with(ModelParallelRound(3, 4), wider)
+    with pytest.raises(InvalidArgument, match="3 micro-batches do not divide a batch of 16"):
+        compile_with(ModelParallelRound(3, 3), bindings)
+    with pytest.raises(InvalidArgument, match="at least 2 stages"):
+        ModelParallelRound(1)

@@ -1,5 +1,6 @@
 """``ModelParallel`` JSON: the partitions must split the model's layers in order, a
-pipeline's micro-batches must divide the batch, and ``bbjax train`` runs both examples."""
+pipeline's micro-batches must divide the batch, and ``bbjax train`` runs both examples
+(slow: a compile and a run each; test_training runs the same round by default)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ def test_direct_example_trains_through_the_cli(tmp_path, capsys):
     _train("model_parallel", tmp_path, capsys)
 
 
+@pytest.mark.slow
 def test_pipeline_example_trains_through_the_cli(tmp_path, capsys):
     _train("model_parallel_pipeline", tmp_path, capsys)
 

@@ -16,7 +16,8 @@ Keys: ``init_key, space_key, run_key = split(key, 3)``; the hyperparameters are
 ``train_key, eval_key = split(step_key)``; member ``j`` trains with step ``s``'s key
 ``split(split(train_key, n)[j], steps_per_generation)[s]`` and is evaluated with
 ``split(eval_key, n)[j]``. The last generation is not evolved, so the final states are the
-evaluated ones.
+evaluated ones. The record's ``compile_seconds`` is the time before the first generation
+(initial states, checks, compilation), ``run_seconds`` the generations'.
 """
 
 from __future__ import annotations
@@ -82,45 +83,46 @@ def run(init: Init, train_step: TrainStep, evaluate: Evaluate, space: SearchSpac
         keys = jax.random.split(member_key, steps_per_generation)
         return jax.lax.scan(lambda s, k: (train_step(s, values, k), None), state, keys)[0]
 
-    def train_and_evaluate(members, hparams, step_key):
+    def keys(g):
+        return jax.random.split(jax.random.fold_in(run_key, g))
+
+    def train_and_evaluate(members, hparams, g):
         values = decode(space, hparams)
-        train_key, eval_key = jax.random.split(step_key)
+        train_key, eval_key = jax.random.split(keys(g)[0])
         members = jax.vmap(one_member)(members, values, jax.random.split(train_key, n))
         fitness, extras = _scores(jax.vmap(evaluate)(members, values,
                                                      jax.random.split(eval_key, n)), n)
-        return members, guard(fitness, members), extras
+        return members, guard(fitness, members), extras, values
 
-    def evolve_step(members, hparams, fitness, evolve_key):
-        return evolve(evolve_key, fitness, members, hparams, space, exploit=exploit,
-                      explore=explore)
+    def evolve_step(members, hparams, fitness, g):
+        members, hparams, lineage = evolve(keys(g)[1], fitness, members, hparams, space,
+                                           exploit=exploit, explore=explore)
+        return members, hparams, lineage.parent
 
-    compile_started = time.perf_counter()
-    step_key0, evolve_key0 = jax.random.split(jax.random.fold_in(run_key, 0))
-    step = jax.jit(train_and_evaluate).lower(members, hparams, step_key0).compile()
+    g0 = jnp.zeros((), jnp.int32)
+    step = jax.jit(train_and_evaluate).lower(members, hparams, g0).compile()
     fitness_shape = jax.ShapeDtypeStruct((n,), jnp.float32)
-    evolver = jax.jit(evolve_step).lower(members, hparams, fitness_shape,
-                                         evolve_key0).compile()
-    compile_seconds = time.perf_counter() - compile_started
+    evolver = jax.jit(evolve_step).lower(members, hparams, fitness_shape, g0).compile()
+    compile_seconds = time.perf_counter() - started  # initial states, checks, compiles
     record = _Record(space, n)
     bar = _progress(generations) if progress else None
     for g in range(generations):
-        step_key, evolve_key = jax.random.split(jax.random.fold_in(run_key, g))
-        members, fitness, extras = step(members, hparams, step_key)
-        record.add(np.asarray(fitness), jax.device_get(extras),
-                   jax.device_get(decode(space, hparams)))
+        trained, fitness, extras, values = step(members, hparams, jnp.int32(g))
+        if g + 1 < generations:  # dispatched before the host waits for the fitness
+            members, hparams, parent = evolver(trained, hparams, fitness, jnp.int32(g))
+        record.add(*jax.device_get((fitness, extras, values)))
         if not np.isfinite(record.fitness[-1]).any() and not allow_divergence:
-            history = record.history(members, started, compile_seconds, config)
+            history = record.history(trained, started, compile_seconds, config)
             raise DivergenceError(f"every member of generation {g} (counting from 0) failed: "
                                   f"non-finite fitness or state", round=g, history=history)
         if g + 1 < generations:
-            members, hparams, lineage = evolver(members, hparams, fitness, evolve_key)
-            record.parents.append(np.asarray(lineage.parent))
+            record.parents.append(np.asarray(parent))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(best=f"{record.fitness[-1].max():.4g}")
     if bar is not None:
         bar.close()
-    return record.history(members, started, compile_seconds, config)
+    return record.history(trained, started, compile_seconds, config)
 
 
 def _check_step(train_step: TrainStep, members: Any, values: Hyperparameters,

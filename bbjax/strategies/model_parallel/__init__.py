@@ -4,6 +4,8 @@ a peer holding its own parameters and optimizer
 (:mod:`~bbjax.strategies.model_parallel.stage`), trained one step a round by
 :class:`ModelParallelRound`, GPipe-pipelined over micro-batches."""
 
+from bbjax.strategies.model_parallel.layered import LayeredMLP
+from bbjax.strategies.model_parallel.nodes import install_stages, train_round
 from bbjax.strategies.model_parallel.round import (
     ModelParallelRound,
     forward_class,
@@ -14,5 +16,6 @@ from bbjax.strategies.model_parallel.round import (
 from bbjax.strategies.model_parallel.stage import StageState, micro_batch, stage
 from bbjax.strategies.model_parallel.stages import Stages, from_modules, split
 
-__all__ = ["ModelParallelRound", "StageState", "Stages", "forward_class", "from_modules",
-           "micro_batch", "population", "slot_name", "split", "stage", "stage_components"]
+__all__ = ["LayeredMLP", "ModelParallelRound", "StageState", "Stages", "forward_class",
+           "from_modules", "install_stages", "micro_batch", "population", "slot_name",
+           "split", "stage", "stage_components", "train_round"]

@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 import bbjax
+from bbjax.compiler.inline import slot_status
 from bbjax.errors import ComponentError, InvalidArgument
 from bbjax.models import cross_entropy
 from bbjax.strategies.model_parallel import (
@@ -156,3 +157,19 @@ def test_a_round_of_another_micro_batch_count_is_refused_when_compiled():
         compile_with(ModelParallelRound(3, 3), bindings)
     with pytest.raises(InvalidArgument, match="at least 2 stages"):
         ModelParallelRound(1)
+
+
+def test_every_stage_method_exports_to_onnx():
+    """With the default compiler the partitions hold the whole step as ONNX ops: the
+    CNN's forward passes, their vjps and Adam."""
+    _, stages, x, y = cnn_case(2)
+    bindings = {"data": data_shard(x, y, BATCH),
+                **stage_components(stages, optax.adam(0.01), cross_entropy, x[:BATCH], 2)}
+    compiled = compile_with(ModelParallelRound(3, 2), bindings)
+    status = {f.name.split("#")[0]: slot_status(f) for f in compiled.model.functions}
+    assert status == {
+        "model_parallel": {"data": "inlined", "stage0": "inlined"},
+        "model_parallel_stage0": {"stage0": "inlined"},
+        "model_parallel_stage1_forward": {"stage1": "inlined"},
+        "model_parallel_stage1": {"stage1": "inlined"},
+        "model_parallel_stage2": {"stage2": "inlined"}}

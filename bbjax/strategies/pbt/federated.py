@@ -436,11 +436,13 @@ def run(population: FederatedPopulation, space: SearchSpace, key: jax.Array, *,
     """PBT over ``population``'s federated runs, as :func:`bbjax.strategies.pbt.run` over
     one-member functions: ``population_size`` members with hyperparameters drawn from
     ``space`` (its names the population's hyperparameters), ``generations`` generations of
-    ``population.rounds`` rounds; between generations ``exploit`` and ``explore`` (default:
-    Truncation 0.2, Perturbation 0.2; the last generation is not evolved). One compiled program trains and evaluates a generation, one
-    evolves it, each compiled once. The record's extras are the last round's metrics and
-    ``evaluate``'s other scalars, of the generation's best member; its ``states`` the final
-    :class:`Members` (``population.member(history.states, j)``: member ``j``'s).
+    ``population.rounds`` rounds; between generations ``exploit`` and ``explore``
+    (default: Truncation 0.2, Perturbation 0.2; the last generation is not evolved). One
+    compiled program trains and evaluates a generation, one evolves it, each compiled once.
+    The record's extras are the last round's metrics and ``evaluate``'s other scalars, of
+    the generation's best member; its ``states`` the final :class:`Members`
+    (``population.member(history.states, j)``: member ``j``'s); its ``compile_seconds`` the
+    time before the first generation (initial states, tracing, compilation).
 
     Keys: ``members_key, space_key, evolve_key = split(key, 3)``; the hyperparameters are
     ``sample(space_key, space, population_size)``, member ``j`` runs with
@@ -467,37 +469,38 @@ def run(population: FederatedPopulation, space: SearchSpace, key: jax.Array, *,
     hparams = sample(space_key, space, n)
     members = jax.jit(population.init)(members_key, numbers(space, hparams), population.data)
 
-    def train_and_evaluate(members: Members) -> tuple:
+    def train_and_evaluate(members: Members, hparams: Hyperparameters) -> tuple:
         members, metrics = population.train(members)
         fitness, extras = population.evaluate(members)
-        return members, fitness, {**{k: v[:, -1] for k, v in metrics.items()}, **extras}
+        extras = {**{k: v[:, -1] for k, v in metrics.items()}, **extras}
+        return members, fitness, extras, decode(space, hparams)
 
     def evolve_step(members: Members, hparams: Hyperparameters, fitness: jax.Array,
-                    key: jax.Array) -> tuple:
-        return population.evolve(members, hparams, fitness, key, space, exploit=exploit,
-                                 explore=explore)
+                    g: jax.Array) -> tuple:
+        members, hparams, lineage = population.evolve(
+            members, hparams, fitness, jax.random.fold_in(evolve_key, g), space,
+            exploit=exploit, explore=explore)
+        return members, hparams, lineage.parent
 
-    compile_started = time.perf_counter()
-    step = jax.jit(train_and_evaluate, donate_argnums=0).lower(members).compile()
+    g0 = jnp.zeros((), jnp.int32)
+    step = jax.jit(train_and_evaluate, donate_argnums=0).lower(members, hparams).compile()
     fitness_shape = jax.ShapeDtypeStruct((n,), jnp.float32)
     evolver = jax.jit(evolve_step, donate_argnums=0).lower(
-        members, hparams, fitness_shape, evolve_key).compile()
-    compile_seconds = time.perf_counter() - compile_started
+        members, hparams, fitness_shape, g0).compile()
+    compile_seconds = time.perf_counter() - started
     record = Record(space, n)
     bar = progress_bar(generations) if progress else None
     for g in range(generations):
-        values = jax.device_get(decode(space, hparams))
-        members, fitness, extras = step(members)
-        record.add(np.asarray(fitness), jax.device_get(extras), values)
+        members, fitness, extras, values = step(members, hparams)
+        record.add(np.asarray(fitness), jax.device_get(extras), jax.device_get(values))
         if not np.isfinite(record.fitness[-1]).any() and not allow_divergence:
             raise DivergenceError(f"every member of generation {g} (counting from 0) failed: "
                                   f"non-finite fitness or state", round=g,
                                   history=record.history(members, started, compile_seconds,
                                                          config))
         if g + 1 < generations:
-            members, hparams, lineage = evolver(members, hparams, fitness,
-                                                jax.random.fold_in(evolve_key, g))
-            record.parents.append(np.asarray(lineage.parent))
+            members, hparams, parent = evolver(members, hparams, fitness, jnp.int32(g))
+            record.parents.append(np.asarray(parent))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(best=f"{record.fitness[-1].max():.4g}")

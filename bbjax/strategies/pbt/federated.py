@@ -14,6 +14,10 @@ its hyperparameters) and explore rewrites the hyperparameters in the copies' sta
 Member ``i`` runs with the key ``member_key(key, i)`` exactly as :func:`bbjax.simulate`
 runs with that key: ``init_key, run_key = split(member_key)``, round ``r``'s key
 ``fold_in(run_key, r)``; an exploited member keeps its own key.
+
+:func:`run` is :func:`bbjax.strategies.pbt.run` for such members (a ``PbtHistory``);
+:func:`federated_population` builds FedAdam members from a ``Training`` configuration and
+:func:`federated_population_run` a run of a ``PopulationBased`` strategy over them.
 """
 
 from __future__ import annotations
@@ -105,8 +109,8 @@ SERVER_LEARNING_RATE = Place("server", "aggregator", ("learning_rate",))
 def _field(tree: Any, path: tuple[str, ...], place: Place) -> jax.Array:
     for name in path:
         tree = _child(tree, name, place)
-    if not (isinstance(tree, jax.Array | jax.ShapeDtypeStruct) or hasattr(tree, "dtype")) \
-            or not jnp.issubdtype(tree.dtype, jnp.floating) or jnp.ndim(tree) != 1:
+    if not hasattr(tree, "dtype") or not jnp.issubdtype(tree.dtype, jnp.floating) \
+            or jnp.ndim(tree) != 1:
         raise InvalidArgument(f"{place}: the field is {tree!r}; a hyperparameter is a "
                               f"floating-point scalar per peer")
     return tree
@@ -233,11 +237,6 @@ class Members:
     shared: list
     keys: jax.Array
     next_round: jax.Array  # int32
-
-    @property
-    def size(self) -> int:
-        """The number of members ``P``."""
-        return int(jnp.shape(self.keys)[0])
 
 
 class FederatedPopulation:

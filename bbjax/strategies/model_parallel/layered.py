@@ -4,6 +4,7 @@ partitions' ``node_ids`` are these layers' names."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import jax
@@ -22,7 +23,7 @@ class LayeredMLP(nnx.Module):
                  rngs: nnx.Rngs):
         sizes = [check_count("features", features),
                  *(check_count("widths", w) for w in widths)]
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        for i, (a, b) in enumerate(pairwise(sizes)):
             setattr(self, f"dense{i}", nnx.Linear(a, b, rngs=rngs))
         self.head = nnx.Linear(sizes[-1], check_count("classes", classes), rngs=rngs)
         self.depth = len(sizes) - 1

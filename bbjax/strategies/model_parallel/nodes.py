@@ -16,7 +16,11 @@ from bbjax.compiler import Compiled
 from bbjax.components import Component
 from bbjax.errors import NodeError
 from bbjax.runtime import AppOutput, Node, NodeConfig, Outbound, install
-from bbjax.strategies.model_parallel.round import ModelParallelRound, forward_class, slot_name
+from bbjax.strategies.model_parallel.round import (
+    ModelParallelRound,
+    forward_class,
+    slot_name,
+)
 
 
 def install_stages(compiled: Compiled, bindings: Mapping[str, Component],

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import optax
 
 from bbjax._checks import check_count
-from bbjax.components import Component
 from bbjax.compiler.annotations import SELF
+from bbjax.components import Component
 from bbjax.dsl import Graph, Module
 from bbjax.errors import InvalidArgument
 from bbjax.simulation import Peers

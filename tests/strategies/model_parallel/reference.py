@@ -89,8 +89,9 @@ def numpy_mlp(params: dict, x, y, batch: int, steps: int, *, lr: float,
         if adam:
             m = jax.tree.map(lambda a, g: b1 * a + (1 - b1) * g, m, grads)
             v = jax.tree.map(lambda a, g: b2 * a + (1 - b2) * g * g, v, grads)
+            c1, c2 = 1 - b1 ** t, 1 - b2 ** t
             params = jax.tree.map(
-                lambda p, a, c: p - lr * (a / (1 - b1 ** t)) / (np.sqrt(c / (1 - b2 ** t)) + eps),
+                lambda p, a, c, c1=c1, c2=c2: p - lr * (a / c1) / (np.sqrt(c / c2) + eps),
                 params, m, v)
         else:
             params = jax.tree.map(lambda p, g: p - lr * g, params, grads)

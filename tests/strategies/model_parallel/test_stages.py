@@ -13,7 +13,13 @@ from flax import nnx
 
 from bbjax.errors import ComponentError, InvalidArgument
 from bbjax.models import cross_entropy
-from bbjax.strategies.model_parallel import Stages, from_modules, micro_batch, split, stage
+from bbjax.strategies.model_parallel import (
+    Stages,
+    from_modules,
+    micro_batch,
+    split,
+    stage,
+)
 from bbjax.strategies.model_parallel.layered import LayeredMLP
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -28,7 +27,11 @@ from bbjax.strategies.model_parallel import (
 from bbjax.strategies.model_parallel.layered import LayeredMLP
 from bbjax.strategies.model_parallel.nodes import install_stages, train_round
 from bbjax.strategies.parallel import data_shard
-from tests.strategies.model_parallel.reference import compile_with, numpy_mlp, single_device
+from tests.strategies.model_parallel.reference import (
+    compile_with,
+    numpy_mlp,
+    single_device,
+)
 
 ROWS, BATCH, STEPS = 40, 16, 3
 RTOL, ATOL = 1e-5, 1e-6
@@ -145,7 +148,7 @@ def test_nodes_over_envelopes_end_where_simulate_ends():
 
 
 def test_a_round_of_another_micro_batch_count_is_refused_when_compiled():
-    net, stages, x, y = mlp_case(1)
+    _, stages, x, y = mlp_case(1)
     bindings = {"data": data_shard(x, y, BATCH),
                 **stage_components(stages, optax.sgd(0.1), cross_entropy, x[:BATCH], 2)}
     with pytest.raises(ComponentError, match=r"input shape \[8, 8\], got \[4, 8\]"):

@@ -63,6 +63,7 @@ def run(init: Init, train_step: TrainStep, evaluate: Evaluate, space: SearchSpac
     ``steps_per_generation`` steps, evolving it between generations by ``exploit`` and
     ``explore`` (default: the issue's Truncation 0.2, Perturbation 0.2); the record's
     ``config`` is ``config``. Raises :class:`InvalidArgument` for bad counts, a
+    ``space`` that is no :class:`SearchSpace`, a
     ``train_step`` whose state does not keep ``init``'s structure, shapes and dtypes, or an
     ``evaluate`` that gives no scalar fitness; :class:`DivergenceError` (``round`` the
     generation, ``history`` the generations so far) when every member of a generation
@@ -72,6 +73,8 @@ def run(init: Init, train_step: TrainStep, evaluate: Evaluate, space: SearchSpac
                         ("steps_per_generation", steps_per_generation)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgument(f"{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(space, SearchSpace):
+        raise InvalidArgument(f"space must be a SearchSpace, got {type(space).__name__}")
     cutoff(exploit, n)
     started = time.perf_counter()
     init_key, space_key, run_key = jax.random.split(key, 3)

@@ -136,6 +136,9 @@ def test_failing_members_and_an_all_failing_generation():
                 generations=3)
     assert info.value.round == 0 and info.value.history.rounds == 1
     assert (info.value.history.fitness == -np.inf).all()
+    kept_on = pbt.run(init, train_step, nothing, SPACE, jax.random.key(1), population_size=4,
+                      generations=2, allow_divergence=True)
+    assert kept_on.rounds == 2 and kept_on.diverged_at == 0
 
 
 def test_bad_member_functions_and_counts_are_named():
@@ -147,6 +150,9 @@ def test_bad_member_functions_and_counts_are_named():
                 population_size=2, generations=1)
     with pytest.raises(InvalidArgument, match="one scalar a member"):
         pbt.run(init, train_step, lambda s, h, k: s["w"], SPACE, jax.random.key(0),
+                population_size=2, generations=1)
+    with pytest.raises(InvalidArgument, match="SearchSpace"):
+        pbt.run(init, train_step, evaluate, {"lr": pbt.Float(0, 1)}, jax.random.key(0),
                 population_size=2, generations=1)
     with pytest.raises(InvalidArgument, match="generations"):
         _run(0)

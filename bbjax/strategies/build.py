@@ -14,9 +14,11 @@ returns its History.
 - ``ModelParallel``: :class:`~bbjax.strategies.model_parallel.ModelParallelRound`, one
   peer per partition (:mod:`bbjax.strategies.model_parallel.strategy`); the chained
   stages are evaluated.
-- ``PopulationBased``: :func:`~bbjax.strategies.pbt.local.local_population`, whose
-  ``run()`` returns a :class:`~bbjax.strategies.pbt.history.PbtHistory` (a History with
-  one row per generation) rather than a ``Run``'s History of rounds.
+- ``PopulationBased``: :func:`~bbjax.strategies.pbt.local.local_population` (task
+  ``"local"``) or :func:`~bbjax.strategies.pbt.federated.federated_population_run` (task
+  ``"federated"``), whose ``run()`` returns a
+  :class:`~bbjax.strategies.pbt.history.PbtHistory` (a History with one row per
+  generation) rather than a ``Run``'s History of rounds.
 
 Every run is measured by ``accuracy`` and ``test_loss`` on every peer's held-out rows.
 """
@@ -53,6 +55,7 @@ from bbjax.strategies.config import (
 from bbjax.strategies.federated import federated_round, proximal_mu
 from bbjax.strategies.local import LocalRound
 from bbjax.strategies.model_parallel.strategy import parts as model_parallel_parts
+from bbjax.strategies.pbt.federated import FederatedPbtRun, federated_population_run
 from bbjax.strategies.pbt.local import LocalPopulation, local_population
 
 
@@ -201,7 +204,15 @@ def _model_parallel(strategy: ModelParallel) -> Run:
                strategy.rounds)
 
 
-def _population_based(strategy: PopulationBased) -> LocalPopulation:
-    """A population of ``task: "local"`` members (:mod:`bbjax.strategies.pbt.local`):
-    its ``run()`` returns a :class:`~bbjax.strategies.pbt.history.PbtHistory`."""
-    return local_population(strategy)
+def _population_based(strategy: PopulationBased) -> LocalPopulation | FederatedPbtRun:
+    """A population of ``task: "local"`` members (:mod:`bbjax.strategies.pbt.local`) or of
+    federated runs (:mod:`bbjax.strategies.pbt.federated`): its ``run()`` returns a
+    :class:`~bbjax.strategies.pbt.history.PbtHistory`."""
+    if strategy.task == "local":
+        return local_population(strategy)
+    members = strategy.members()
+    return federated_population_run(
+        strategy, num_clients=strategy.num_clients,
+        clients_per_round=members.clients_per_round or strategy.num_clients,
+        rounds=members.rounds, rule=members.rule,
+        server_learning_rate=members.server_learning_rate)

@@ -634,10 +634,40 @@ def _search_space(value: Any, path: str) -> SearchSpace:
     return value if isinstance(value, SearchSpace) else SearchSpace.from_json(value, path)
 
 
-TASKS = ("local",)
+TASKS = ("local", "federated")
 LOCAL_HYPERPARAMETERS = ("learning_rate", "momentum", "weight_decay")
 """What a ``"local"`` task's member reads from the search space (the rest of its SGD is
 ``training``'s: ``learning_rate`` when not searched, no momentum, no weight decay)."""
+FEDERATED_HYPERPARAMETERS = ("client_learning_rate", "server_learning_rate")
+"""What a ``"federated"`` task's member reads from the search space."""
+FEDERATED_RULES = ("fedadagrad", "fedadam", "fedavgm", "fedyogi")
+"""The server rules a ``"federated"`` task's members may run."""
+
+
+@frozen
+class FederatedMembers(Config):
+    """``{"clients_per_round", "rounds", "rule", "server_learning_rate"}``: each member of a
+    ``"federated"`` task is a federated simulation (:mod:`bbjax.strategies.pbt.federated`)
+    of the strategy's ``num_clients`` clients, ``clients_per_round`` of them a round
+    (default: all), ``rounds`` rounds a generation, the server rule ``rule`` (one of
+    ``FEDERATED_RULES``) at ``server_learning_rate`` where the search space does not name
+    it."""
+
+    clients_per_round: int | None = None
+    rounds: int = 5
+    rule: str = "fedadam"
+    server_learning_rate: float = 0.1
+    _path: InitVar[str] = ""
+
+    SPEC = {"clients_per_round": optional(integer(1)), "rounds": integer(1),
+            "rule": choice(FEDERATED_RULES),
+            "server_learning_rate": real(0, low_open=True)}
+
+
+def _federated_members(value: Any, path: str) -> FederatedMembers | None:
+    if value is None or isinstance(value, FederatedMembers):
+        return value
+    return FederatedMembers.from_json(value, path)
 
 
 @frozen
@@ -645,11 +675,13 @@ class PopulationBased(Config):
     """``{"type": "PopulationBased", "population_size", "generations", "exploit",
     "explore"}``: population-based training (:mod:`bbjax.strategies.pbt`). bbjax extras:
     the explore method :class:`RayTune`; ``search_space`` (:class:`SearchSpace`, default
-    ``learning_rate`` uniform in [0.001, 0.5]); ``task``: what each member trains,
+    ``learning_rate`` uniform in [0.001, 0.5]); ``task``: what each member trains.
     ``"local"``: ``training``'s model on the pooled rows of ``num_clients`` clients (as
     :class:`Local`), ``training.local_steps`` SGD steps a generation, fitness the negated
-    held-out loss; the search space may name only ``LOCAL_HYPERPARAMETERS``, each a
-    number."""
+    held-out loss; the search space names only ``LOCAL_HYPERPARAMETERS``. ``"federated"``:
+    a federated simulation of ``num_clients`` clients as ``federated``
+    (:class:`FederatedMembers`, default its defaults) says; the search space names only
+    ``FEDERATED_HYPERPARAMETERS``. Each searched value is a number."""
 
     population_size: int
     generations: int
@@ -658,6 +690,7 @@ class PopulationBased(Config):
     search_space: SearchSpace = SearchSpace({"learning_rate": Float(0.001, 0.5)})
     task: str = "local"
     num_clients: int = 1
+    federated: FederatedMembers | None = None
     training: Training = Training()
     _path: InitVar[str] = ""
 
@@ -666,17 +699,30 @@ class PopulationBased(Config):
             "exploit": one_of(Truncation, Binary),
             "explore": one_of(Perturbation, Resample, RayTune),
             "search_space": _search_space, "task": choice(TASKS),
-            "num_clients": integer(1), "training": _training_check}
+            "num_clients": integer(1), "federated": _federated_members,
+            "training": _training_check}
 
     def _check_together(self, path: str) -> None:
+        names = LOCAL_HYPERPARAMETERS if self.task == "local" else FEDERATED_HYPERPARAMETERS
         for name, param in self.search_space.params:
             at = join(join(path, "search_space"), name)
-            if name not in LOCAL_HYPERPARAMETERS:
+            if name not in names:
                 raise error(at, f"is not a hyperparameter of the {self.task!r} task (it "
-                                f"reads {', '.join(LOCAL_HYPERPARAMETERS)})")
+                                f"reads {', '.join(names)})")
             if isinstance(param, Categorical) and not param.numeric():
                 raise error(join(at, "choices"), f"must be numbers for {name}, got "
                                                  f"{show(list(param.choices))}")
+        if self.task == "local" and self.federated is not None:
+            raise error(join(path, "federated"), "is read by the 'federated' task only")
+        per_round = self.members().clients_per_round if self.task == "federated" else None
+        if per_round is not None and per_round > self.num_clients:
+            raise error(join(path, "federated.clients_per_round"),
+                        f"must be at most num_clients ({self.num_clients}), got {per_round}")
+
+    def members(self) -> FederatedMembers:
+        """What each member of the ``"federated"`` task runs (``federated`` or the
+        defaults)."""
+        return self.federated or FederatedMembers()
 
 
 Strategy = Local | DataParallel | ModelParallel | Federated | PopulationBased

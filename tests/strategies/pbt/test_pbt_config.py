@@ -17,6 +17,7 @@ from bbjax.strategies.build import build
 from bbjax.strategies.pbt import PbtHistory
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "strategies" / "pbt.json"
+FEDERATED_EXAMPLE = EXAMPLE.with_name("pbt_federated.json")
 BASE = {"type": "PopulationBased", "population_size": 4, "generations": 2,
         "exploit": {"method": "Truncation", "fraction": 0.25},
         "explore": {"method": "RayTune", "resample_probability": 0.5, "factors": [0.5, 2.0]},
@@ -24,6 +25,11 @@ BASE = {"type": "PopulationBased", "population_size": 4, "generations": 2,
                          "momentum": {"type": "Categorical", "choices": [0, 0.5, 0.9]},
                          "weight_decay": {"type": "Int", "low": 0, "high": 0}},
         "num_clients": 3}
+FEDERATED = {**{k: v for k, v in BASE.items() if k != "search_space"},
+             "task": "federated", "num_clients": 6,
+             "search_space": {"client_learning_rate": {"type": "Float", "low": 0.01,
+                                                       "high": 0.1}},
+             "federated": {"clients_per_round": 3, "rounds": 2, "rule": "fedyogi"}}
 SMALL = {"population_size": 4, "generations": 3, "training.max_client_size": 60,
          "training.local_steps": 2, "training.hidden": 8}
 
@@ -76,11 +82,46 @@ def test_the_extras_parse_to_typed_values_and_round_trip():
     (_with("task", "remote"), "task"),
     (_with("num_clients", 0), "num_clients"),
     (_with("search_space.momentum.extra", 1), "search_space.momentum.extra"),
+    (_with("federated", {"rounds": 2}), "federated"),
+    (_with("federated.clients_per_round", 7, FEDERATED), "federated.clients_per_round"),
+    (_with("federated.rule", "fedprox", FEDERATED), "federated.rule"),
+    (_with("federated.server_learning_rate", 0, FEDERATED), "federated.server_learning_rate"),
+    (_with("search_space.learning_rate", {"type": "Float", "low": 0, "high": 1}, FEDERATED),
+     "search_space.learning_rate"),
 ])
 def test_bad_fields_name_their_path(value, field):
     with pytest.raises(ConfigError) as info:
         sc.parse(value)
     assert info.value.field == field, str(info.value)
+
+
+def test_the_federated_task_parses_and_agrees_with_its_runner():
+    from bbjax.strategies.pbt import federated as fed
+
+    s = sc.parse(FEDERATED)
+    assert s.members() == sc.FederatedMembers(3, 2, "fedyogi") and sc.parse(s.to_json()) == s
+    plain = sc.parse({k: v for k, v in FEDERATED.items() if k != "federated"})
+    assert plain.members() == sc.FederatedMembers() and plain.federated is None
+    assert sc.FEDERATED_RULES == tuple(sorted(fed.SERVER_RATE_RULES))
+    assert sc.FEDERATED_HYPERPARAMETERS == tuple(fed.FEDERATED_HYPERPARAMETERS)
+    assert sc.load(FEDERATED_EXAMPLE).task == "federated"
+
+
+@pytest.mark.slow
+def test_bbjax_train_runs_the_federated_example(tmp_path):
+    out = tmp_path / "run"
+    small = {"generations": 2, "population_size": 4, "num_clients": 6,
+             "federated.clients_per_round": 3, "federated.rounds": 2,
+             "training.max_client_size": 60}
+    argv = [a for k, v in small.items() for a in ("--set", f"{k}={v}")]
+    assert main(["train", str(FEDERATED_EXAMPLE), "--no-progress", *argv,
+                 "--out", str(out)]) == 0
+    written = json.loads((out / "metrics.json").read_text())
+    assert [row["round"] for row in written["rounds"]] == [1, 2]
+    assert written["config"]["task"] == "federated"
+    assert sorted(written["population"]["hyperparameters"]) == ["client_learning_rate",
+                                                                "server_learning_rate"]
+    assert all(0 <= row["accuracy"] <= 1 for row in written["rounds"])
 
 
 def test_the_example_is_the_issue_s_population():

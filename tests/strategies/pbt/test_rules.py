@@ -28,7 +28,7 @@ def _members(n: int, finite: list[bool] | None = None) -> dict:
 
 @functools.cache
 def _jitted(method, batched=False):
-    step = lambda k, f, m, h: pbt.exploit(k, f, m, h, method)  # noqa: E731
+    step = lambda k, f, m, h: pbt.exploit(k, f, m, h, method)
     return jax.jit(jax.vmap(step) if batched else step)
 
 
@@ -97,15 +97,17 @@ def test_rules_match_the_reference_on_random_fitness(n, fraction):
     members = jax.tree.map(lambda *x: jnp.stack(x),
                            *[_members(n, row.tolist()) for row in finite])
     hparams = jax.vmap(lambda k: pbt.sample(k, SPACE, n))(keys)
+    opponents = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (n // 2,), 0, n // 2))(
+        keys))
     for method in (pbt.Truncation(fraction), pbt.Binary()):
         _, _, lineage = _jitted(method, batched=True)(
             keys, jnp.asarray(fitness, jnp.float32), members, hparams)
+        lineage = jax.device_get(lineage)
         for t in range(trials):
             guarded = ref.guarded(fitness[t].tolist(), finite[t].tolist())
             np.testing.assert_array_equal(lineage.fitness[t], np.float32(guarded))
             if isinstance(method, pbt.Binary):
-                opponents = jax.random.randint(keys[t], (n // 2,), 0, n // 2).tolist()
-                parent, explored = ref.binary(guarded, opponents)
+                parent, explored = ref.binary(guarded, opponents[t].tolist())
             else:
                 parent, explored = ref.truncation(guarded, fraction)
             assert lineage.parent[t].tolist() == parent

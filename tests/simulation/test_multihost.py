@@ -33,6 +33,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
+from tests.forced_devices import forced_devices_env
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROCESSES, LOCAL_DEVICES = 2, 2
 CONFIG = dict(rounds=2, num_clients=8, clients_per_round=4, max_client_size=50, local_steps=2)
@@ -115,10 +117,8 @@ def workers(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("multihost")
     # JAX warns that *_proxy variables can hang distributed.initialize; the coordinator is
     # local here.
-    env = {name: value for name, value in os.environ.items() if "_proxy" not in name.lower()}
-    env.update(JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES}",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    env = forced_devices_env(LOCAL_DEVICES, {name: value for name, value in os.environ.items()
+                                             if "_proxy" not in name.lower()})
     port = _free_port()
     logs = [out / f"process{i}.log" for i in range(PROCESSES)]
     procs = []

@@ -10,7 +10,6 @@ the metrics, the final states and where each state leaf lives; the tests here co
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import pickle
 import subprocess
@@ -22,9 +21,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from bbjax.simulation import peer_mesh
-
 from bbjax.errors import SimulationError
+from bbjax.simulation import peer_mesh
+from tests.forced_devices import forced_devices_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HOST_DEVICES = 4
@@ -61,9 +60,7 @@ def runs(tmp_path_factory) -> dict:
     """The subprocess's results: ``{"device_count", "runs": {devices: {"metrics", "states",
     "placement"}}}``, states and placements keyed by leaf path."""
     out = tmp_path_factory.mktemp("sharding") / "runs.pkl"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={HOST_DEVICES}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = forced_devices_env(HOST_DEVICES)
     done = subprocess.run([sys.executable, "-c", RUNS, str(out), json.dumps(CONFIG),
                            json.dumps(DEVICE_COUNTS)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)

@@ -8,7 +8,6 @@ so the runs happen in a subprocess with four host devices, as in
 
 from __future__ import annotations
 
-import os
 import pathlib
 import pickle
 import subprocess
@@ -17,6 +16,8 @@ import textwrap
 
 import numpy as np
 import pytest
+
+from tests.forced_devices import forced_devices_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -57,9 +58,7 @@ RUNS = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("all_reduce") / "runs.pkl"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = forced_devices_env(4)
     seed = str(np.random.default_rng().integers(1 << 30))
     done = subprocess.run([sys.executable, "-c", RUNS, str(out), seed], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=False)

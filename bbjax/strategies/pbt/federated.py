@@ -58,9 +58,8 @@ from bbjax.strategies.config import (
 )
 from bbjax.strategies.pbt.evolve import evolve
 from bbjax.strategies.pbt.exploitation import Lineage, cutoff, guard
-from bbjax.strategies.pbt.history import PbtHistory
-from bbjax.strategies.pbt.run import _progress as progress_bar
-from bbjax.strategies.pbt.run import _Record as Record
+from bbjax.strategies.pbt.history import GenerationRecord, PbtHistory
+from bbjax.strategies.pbt.run import progress_bar
 from bbjax.strategies.pbt.space import Hyperparameters, choice_values, decode, sample
 
 States = dict[str, dict[str, Any]]
@@ -487,7 +486,7 @@ def run(population: FederatedPopulation, space: SearchSpace, key: jax.Array, *,
     evolver = jax.jit(evolve_step, donate_argnums=0).lower(
         members, hparams, fitness_shape, g0).compile()
     compile_seconds = time.perf_counter() - started
-    record = Record(space, n)
+    record = GenerationRecord(space, n)
     bar = progress_bar(generations) if progress else None
     for g in range(generations):
         members, fitness, extras, values = step(members, hparams)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bbjax.errors import InvalidArgument
 from bbjax.simulation.history import History
+from bbjax.strategies.config import SearchSpace
 
 
 @dataclass
@@ -68,3 +71,49 @@ class PbtHistory(History):
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+class GenerationRecord:
+    """The host-side record of the generations a PBT run has run so far: ``add`` one
+    generation's fitness, extra metrics and hyperparameter values; ``history`` makes the
+    :class:`PbtHistory`."""
+
+    def __init__(self, space: SearchSpace, n: int):
+        self.space = space
+        self.fitness: list[np.ndarray] = []
+        self.extras: list[dict[str, np.ndarray]] = []
+        self.values: list[dict[str, np.ndarray]] = []
+        self.parents: list[np.ndarray] = [np.arange(n, dtype=np.int32)]
+
+    def add(self, fitness: np.ndarray, extras: dict, values: dict) -> None:
+        self.fitness.append(fitness)
+        self.extras.append(extras)
+        self.values.append(values)
+
+    def history(self, members: Any, started: float, compile_seconds: float,
+                config: dict | None) -> PbtHistory:
+        fitness = np.stack(self.fitness)
+        metrics: dict[str, list[float]] = {"best_fitness": [], "mean_fitness": [],
+                                           "failed": []}
+        for g, row in enumerate(fitness):
+            ok = np.isfinite(row)
+            top = int(np.argmax(row))
+            metrics["best_fitness"].append(float(row[top]))
+            metrics["mean_fitness"].append(float(row[ok].mean()) if ok.any() else np.nan)
+            metrics["failed"].append(float((~ok).sum()))
+            for name, values in self.extras[g].items():
+                metrics.setdefault(name, []).append(float(values[top]))
+            for name, values in self.values[g].items():
+                metrics.setdefault(f"best_{name}", []).append(float(values[top]))
+        seconds = time.perf_counter() - started
+        generations = len(self.fitness)
+        return PbtHistory(
+            metrics={k: np.asarray(v, np.float64) for k, v in metrics.items()},
+            states=members, seconds=seconds, config=config or {},
+            diverged_at=next((g for g, row in enumerate(fitness)
+                              if not np.isfinite(row).any()), None),
+            compile_seconds=compile_seconds, run_seconds=seconds - compile_seconds,
+            fitness=fitness,
+            hyperparameters={name: np.stack([v[name] for v in self.values])
+                             for name in self.space.names},
+            parents=np.stack(self.parents[:generations]))

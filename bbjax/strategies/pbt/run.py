@@ -41,7 +41,7 @@ from bbjax.strategies.config import (
 )
 from bbjax.strategies.pbt.evolve import evolve
 from bbjax.strategies.pbt.exploitation import cutoff, guard
-from bbjax.strategies.pbt.history import PbtHistory
+from bbjax.strategies.pbt.history import GenerationRecord, PbtHistory
 from bbjax.strategies.pbt.space import Hyperparameters, decode, sample
 
 DEFAULT_EXPLOIT = Truncation(0.2)
@@ -107,8 +107,8 @@ def run(init: Init, train_step: TrainStep, evaluate: Evaluate, space: SearchSpac
     fitness_shape = jax.ShapeDtypeStruct((n,), jnp.float32)
     evolver = jax.jit(evolve_step).lower(members, hparams, fitness_shape, g0).compile()
     compile_seconds = time.perf_counter() - started  # initial states, checks, compiles
-    record = _Record(space, n)
-    bar = _progress(generations) if progress else None
+    record = GenerationRecord(space, n)
+    bar = progress_bar(generations) if progress else None
     for g in range(generations):
         trained, fitness, extras, values = step(members, hparams, jnp.int32(g))
         if g + 1 < generations:  # dispatched before the host waits for the fitness
@@ -166,50 +166,6 @@ def _scores(out: Any, n: int) -> tuple[jax.Array, dict[str, jax.Array]]:
                                            for k, v in extras.items()}
 
 
-class _Record:
-    """The host-side record of the generations run so far."""
-
-    def __init__(self, space: SearchSpace, n: int):
-        self.space = space
-        self.fitness: list[np.ndarray] = []
-        self.extras: list[dict[str, np.ndarray]] = []
-        self.values: list[dict[str, np.ndarray]] = []
-        self.parents: list[np.ndarray] = [np.arange(n, dtype=np.int32)]
-
-    def add(self, fitness: np.ndarray, extras: dict, values: dict) -> None:
-        self.fitness.append(fitness)
-        self.extras.append(extras)
-        self.values.append(values)
-
-    def history(self, members: Any, started: float, compile_seconds: float,
-                config: dict | None) -> PbtHistory:
-        fitness = np.stack(self.fitness)
-        metrics: dict[str, list[float]] = {"best_fitness": [], "mean_fitness": [],
-                                           "failed": []}
-        for g, row in enumerate(fitness):
-            ok = np.isfinite(row)
-            top = int(np.argmax(row))
-            metrics["best_fitness"].append(float(row[top]))
-            metrics["mean_fitness"].append(float(row[ok].mean()) if ok.any() else np.nan)
-            metrics["failed"].append(float((~ok).sum()))
-            for name, values in self.extras[g].items():
-                metrics.setdefault(name, []).append(float(values[top]))
-            for name, values in self.values[g].items():
-                metrics.setdefault(f"best_{name}", []).append(float(values[top]))
-        seconds = time.perf_counter() - started
-        generations = len(self.fitness)
-        return PbtHistory(
-            metrics={k: np.asarray(v, np.float64) for k, v in metrics.items()},
-            states=members, seconds=seconds, config=config or {},
-            diverged_at=next((g for g, row in enumerate(fitness)
-                              if not np.isfinite(row).any()), None),
-            compile_seconds=compile_seconds, run_seconds=seconds - compile_seconds,
-            fitness=fitness,
-            hyperparameters={name: np.stack([v[name] for v in self.values])
-                             for name in self.space.names},
-            parents=np.stack(self.parents[:generations]))
-
-
-def _progress(generations: int) -> Any:
+def progress_bar(generations: int) -> Any:
     from tqdm.auto import tqdm
     return tqdm(total=generations, unit="generation", dynamic_ncols=True)

@@ -180,7 +180,7 @@ def record(world):
         if "compil" in event or "lower" in event:
             seen.append(event)
 
-    class Counting(fed.Record):
+    class Counting(fed.GenerationRecord):
         def add(self, *args):
             at.append(len(seen))
             super().add(*args)
@@ -188,7 +188,7 @@ def record(world):
     jax.monitoring.register_event_duration_secs_listener(listen)
     jax.monitoring.register_event_listener(listen)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fed, "Record", Counting)
+        patch.setattr(fed, "GenerationRecord", Counting)
         try:
             history = fed.run(world["pop"], SPACE, jax.random.PRNGKey(11), population_size=P,
                               generations=4, exploit=Truncation(0.25),

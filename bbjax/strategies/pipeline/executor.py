@@ -83,6 +83,10 @@ class Pipeline:
         p = len(self.applies)
         self.micro_batches = m = check_count("micro_batches", micro_batches)
         self.schedule: Schedule = SCHEDULES[schedule](p, m)
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(hasattr(v, "shape") and hasattr(v, "dtype") for v in batch)):
+            raise DataError(f"batch must be a pair (x, y) of arrays or jax.ShapeDtypeStruct, "
+                            f"got {type(batch).__name__}")
         x, y = batch
         self.x = jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
         self.y = jax.ShapeDtypeStruct(tuple(y.shape), y.dtype)
@@ -93,6 +97,12 @@ class Pipeline:
             raise DataError(f"batch: {self.x.shape[0]} rows do not split into micro_batches="
                             f"{m} equal micro-batches")
         initial = [jax.tree.map(jnp.asarray, params) for params in stages.params]
+        for s, params in enumerate(initial):
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+                if not jnp.issubdtype(leaf.dtype, jnp.floating):
+                    raise StageError(f"stage {s}'s parameter {jax.tree_util.keystr(path)} is "
+                                     f"{leaf.dtype}, not floating: it cannot be trained",
+                                     stage=s)
         self.param_packing: Packing = packing(initial)
         self.opt_packing: Packing = packing([optimizer.init(p) for p in initial])
         self._initial = initial

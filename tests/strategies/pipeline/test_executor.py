@@ -45,8 +45,8 @@ def test_one_device_equals_the_non_pipelined_step():
 def build(stages=None, batch=None, **kwargs):
     stages = stages or models.mlp(3, 0)
     kwargs.setdefault("micro_batches", 2)
-    return pipeline(stages, models.loss, optax.sgd(0.1), batch=batch or models.data("mlp", 8, 0),
-                    **kwargs)
+    batch = models.data("mlp", 8, 0) if batch is None else batch
+    return pipeline(stages, models.loss, optax.sgd(0.1), batch=batch, **kwargs)
 
 
 @pytest.mark.parametrize("devices", [1, 2, 4, [jax.devices()[0]] * 3])
@@ -95,6 +95,16 @@ def test_stage_outputs_must_be_floating_arrays_and_the_loss_a_scalar():
     with pytest.raises(StageError, match="loss of stage 1's output must be a floating scalar"):
         pipeline(stages, lambda out, y: out, optax.sgd(0.1), batch=models.data("mlp", 8, 0),
                  micro_batches=2)
+
+
+def test_parameters_must_be_floating_and_the_batch_a_pair():
+    stages = models.mlp(2, 0)
+    counted = (dict(stages.params[0], steps=np.int32(0)), stages.params[1])
+    with pytest.raises(StageError, match=r"stage 0's parameter \['steps'\] is int32") as error:
+        build(SimpleNamespace(applies=stages.applies, params=counted))
+    assert error.value.stage == 0
+    with pytest.raises(DataError, match="batch must be a pair"):
+        build(stages, batch=models.data("mlp", 8, 0)[0])
 
 
 def test_bad_stages_schedule_and_optimizer():

@@ -1,6 +1,7 @@
 """P stages on P forced CPU devices give the non-pipelined update, for P = 2 and 4 and
-M = 1, 2, 4, 8 micro-batches, SGD and Adam, GPipe and 1F1B, an MLP and a CNN; and each
-stage's parameters really live on their own device.
+M = 1, 2, 4, 8 micro-batches, SGD and Adam, GPipe and 1F1B, an MLP and a CNN (and, in the
+slow grid, the stages ``bbjax.strategies.model_parallel.split`` cuts from a flax model);
+and each stage's parameters really live on their own device.
 
 JAX fixes its CPU device count at start and the test session runs with one
 (``tests/conftest.py``), so the runs happen in one subprocess with four host devices that
@@ -32,8 +33,15 @@ RUNS = textwrap.dedent("""
     optimizers = {"sgd": optax.sgd(0.2, momentum=0.9), "adam": optax.adam(0.05)}
     runs = []
     for n, (kind, p, m, schedule, name) in enumerate(configs):
-        stages = (models.mlp if kind == "mlp" else models.cnn)(p, seed + n)
-        x, y = models.data(kind, 16, seed + n + 1)
+        if kind == "split":  # the model-parallel package's stages of a flax model
+            from flax import nnx
+            from bbjax.strategies.model_parallel import split
+            from bbjax.strategies.model_parallel.layered import LayeredMLP
+            net = LayeredMLP(5, (7, 6), 3, rngs=nnx.Rngs(seed + n))
+            stages = split(net, [["dense0", jax.nn.relu], ["dense1", jax.nn.relu], ["head"]])
+        else:
+            stages = (models.mlp if kind == "mlp" else models.cnn)(p, seed + n)
+        x, y = models.data("cnn" if kind == "cnn" else "mlp", 16, seed + n + 1)
         pipe = pipeline(stages, models.loss, optimizers[name], batch=(x, y), micro_batches=m,
                         schedule=schedule, devices=p)
         state, losses = pipe.init(), []
@@ -59,7 +67,8 @@ DEFAULT = [("mlp", 4, 8, "gpipe", "adam"), ("mlp", 2, 2, "1f1b", "sgd"),
 GRID = ([("mlp", p, m, "gpipe", o) for p, m, o in
          itertools.product((2, 4), (1, 2, 4, 8), ("sgd", "adam"))]
         + [("mlp", p, m, "1f1b", "adam") for p, m in itertools.product((2, 4), (1, 2, 4, 8))]
-        + [("cnn", 4, m, s, "sgd") for m, s in itertools.product((1, 2, 4, 8), ("gpipe", "1f1b"))])
+        + [("cnn", 4, m, s, "sgd") for m, s in itertools.product((1, 2, 4, 8), ("gpipe", "1f1b"))]
+        + [("split", 3, 4, "1f1b", "adam")])
 
 
 def run(configs: list[tuple], tmp_path: pathlib.Path) -> dict:
@@ -100,6 +109,6 @@ def test_stages_on_four_devices_equal_the_non_pipelined_step(tmp_path):
     check(run(DEFAULT, tmp_path))
 
 
-@pytest.mark.slow  # 28 compiled pipelines in a fresh interpreter: about 100 s on 2 cores
+@pytest.mark.slow  # 29 compiled pipelines in a fresh interpreter: 70-100 s on 2 cores
 def test_the_whole_grid_on_devices(tmp_path):
     check(run(GRID, tmp_path))

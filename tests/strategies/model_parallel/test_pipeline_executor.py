@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from bbjax.models import cross_entropy
 from bbjax.strategies.pipeline import pipeline
@@ -20,6 +21,7 @@ from tests.strategies.model_parallel.test_training import (
 )
 
 
+@pytest.mark.slow  # by default docs/strategies.md runs split's stages under the pipeline
 def test_split_stages_run_under_the_spmd_pipeline_with_the_same_update():
     _, stages, x, y = mlp_case(0)
     history = simulated("mlp", "adam", 2)[-1]

@@ -30,7 +30,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 from jax.extend.core import Var
@@ -41,7 +40,7 @@ from bbjax.compiler import Compiler
 from bbjax.components import Component, flax_model, rule_aggregator
 from bbjax.components.adapters import RuleAggregatorState
 from bbjax.components.component import PyTree
-from bbjax.errors import ConfigError, DivergenceError, InvalidArgument, SimulationError
+from bbjax.errors import ConfigError, InvalidArgument, SimulationError
 from bbjax.models import cross_entropy
 from bbjax.modules import FedAvgRound
 from bbjax.simulation import Peers, Simulation
@@ -58,8 +57,8 @@ from bbjax.strategies.config import (
 )
 from bbjax.strategies.pbt.evolve import evolve
 from bbjax.strategies.pbt.exploitation import Lineage, cutoff, guard
-from bbjax.strategies.pbt.history import GenerationRecord, PbtHistory
-from bbjax.strategies.pbt.run import progress_bar
+from bbjax.strategies.pbt.history import PbtHistory
+from bbjax.strategies.pbt.run import run_generations
 from bbjax.strategies.pbt.space import Hyperparameters, choice_values, decode, sample
 
 States = dict[str, dict[str, Any]]
@@ -467,7 +466,9 @@ def run(population: FederatedPopulation, space: SearchSpace, key: jax.Array, *,
     hparams = sample(space_key, space, n)
     members = jax.jit(population.init)(members_key, numbers(space, hparams), population.data)
 
-    def train_and_evaluate(members: Members, hparams: Hyperparameters) -> tuple:
+    def train_and_evaluate(members: Members, hparams: Hyperparameters, g: jax.Array
+                           ) -> tuple:
+        del g  # the members' keys live in their states
         members, metrics = population.train(members)
         fitness, extras = population.evaluate(members)
         extras = {**{k: v[:, -1] for k, v in metrics.items()}, **extras}
@@ -481,30 +482,14 @@ def run(population: FederatedPopulation, space: SearchSpace, key: jax.Array, *,
         return members, hparams, lineage.parent
 
     g0 = jnp.zeros((), jnp.int32)
-    step = jax.jit(train_and_evaluate, donate_argnums=0).lower(members, hparams).compile()
+    step = jax.jit(train_and_evaluate, donate_argnums=0).lower(members, hparams, g0).compile()
     fitness_shape = jax.ShapeDtypeStruct((n,), jnp.float32)
-    evolver = jax.jit(evolve_step, donate_argnums=0).lower(
-        members, hparams, fitness_shape, g0).compile()
+    evolver = jax.jit(evolve_step).lower(members, hparams, fitness_shape, g0).compile()
     compile_seconds = time.perf_counter() - started
-    record = GenerationRecord(space, n)
-    bar = progress_bar(generations) if progress else None
-    for g in range(generations):
-        members, fitness, extras, values = step(members, hparams)
-        record.add(np.asarray(fitness), jax.device_get(extras), jax.device_get(values))
-        if not np.isfinite(record.fitness[-1]).any() and not allow_divergence:
-            raise DivergenceError(f"every member of generation {g} (counting from 0) failed: "
-                                  f"non-finite fitness or state", round=g,
-                                  history=record.history(members, started, compile_seconds,
-                                                         config))
-        if g + 1 < generations:
-            members, hparams, parent = evolver(members, hparams, fitness, jnp.int32(g))
-            record.parents.append(np.asarray(parent))
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(best=f"{record.fitness[-1].max():.4g}")
-    if bar is not None:
-        bar.close()
-    return record.history(members, started, compile_seconds, config)
+    return run_generations(step, evolver, members, hparams, space=space,
+                           generations=generations, started=started,
+                           compile_seconds=compile_seconds, config=config,
+                           progress=progress, allow_divergence=allow_divergence)
 
 
 def _depends_on_input(jaxpr: Any) -> list[bool]:

@@ -107,12 +107,28 @@ def run(init: Init, train_step: TrainStep, evaluate: Evaluate, space: SearchSpac
     fitness_shape = jax.ShapeDtypeStruct((n,), jnp.float32)
     evolver = jax.jit(evolve_step).lower(members, hparams, fitness_shape, g0).compile()
     compile_seconds = time.perf_counter() - started  # initial states, checks, compiles
-    record = GenerationRecord(space, n)
+    return run_generations(step, evolver, members, hparams, space=space,
+                           generations=generations, started=started,
+                           compile_seconds=compile_seconds, config=config,
+                           progress=progress, allow_divergence=allow_divergence)
+
+
+def run_generations(train: Callable, evolve: Callable, members: Any,
+                    hparams: Hyperparameters, *, space: SearchSpace, generations: int,
+                    started: float, compile_seconds: float, config: dict | None,
+                    progress: bool, allow_divergence: bool) -> PbtHistory:
+    """The host loop of a PBT run over compiled steps: ``train(members, hparams, g) ->
+    (trained, fitness, extras, values)`` and ``evolve(trained, hparams, fitness, g) ->
+    (members, hparams, parent)`` (which must not consume ``trained``), ``generations``
+    times, the last generation not evolved; the evolution is dispatched before the host
+    waits for the fitness. Raises :class:`DivergenceError` (with the record so far) after
+    a generation in which every member failed, unless ``allow_divergence``."""
+    record = GenerationRecord(space, len(next(iter(hparams.values()))))
     bar = progress_bar(generations) if progress else None
     for g in range(generations):
-        trained, fitness, extras, values = step(members, hparams, jnp.int32(g))
-        if g + 1 < generations:  # dispatched before the host waits for the fitness
-            members, hparams, parent = evolver(trained, hparams, fitness, jnp.int32(g))
+        trained, fitness, extras, values = train(members, hparams, jnp.int32(g))
+        if g + 1 < generations:
+            members, hparams, parent = evolve(trained, hparams, fitness, jnp.int32(g))
         record.add(*jax.device_get((fitness, extras, values)))
         if not np.isfinite(record.fitness[-1]).any() and not allow_divergence:
             history = record.history(trained, started, compile_seconds, config)

@@ -3,6 +3,7 @@ members, no recompilation across generations, the server rate aggregator equals 
 
 from __future__ import annotations
 
+import importlib
 from types import SimpleNamespace
 
 import chex
@@ -30,6 +31,8 @@ from bbjax.strategies.pbt import (
     sample,
 )
 from bbjax.strategies.pbt import federated as fed
+
+pbt_run = importlib.import_module("bbjax.strategies.pbt.run")  # the package's `run` is the function
 
 CLIENTS, COHORT, STEPS, ROUNDS, P = 6, 3, 2, 2, 4
 SPACE = SearchSpace({"client_lr": Float(0.01, 0.2), "server_lr": Float(0.01, 0.3)})
@@ -180,7 +183,7 @@ def record(world):
         if "compil" in event or "lower" in event:
             seen.append(event)
 
-    class Counting(fed.GenerationRecord):
+    class Counting(pbt_run.GenerationRecord):
         def add(self, *args):
             at.append(len(seen))
             super().add(*args)
@@ -188,7 +191,7 @@ def record(world):
     jax.monitoring.register_event_duration_secs_listener(listen)
     jax.monitoring.register_event_listener(listen)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fed, "GenerationRecord", Counting)
+        patch.setattr(pbt_run, "GenerationRecord", Counting)
         try:
             history = fed.run(world["pop"], SPACE, jax.random.PRNGKey(11), population_size=P,
                               generations=4, exploit=Truncation(0.25),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 DEVICES = 4
@@ -100,17 +99,10 @@ def main() -> None:
                                                if k != "child"}))
         print(json.dumps(record))
         return
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                           *sys.argv[1:]], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the measurement failed:\n{done.stderr[-4000:]}")
-    record = json.loads(done.stdout.strip().splitlines()[-1])
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import timing
+
+    record = timing.measure_on_forced_devices(__file__, DEVICES, sys.argv[1:])
 
     write(record, timing)
     print(json.dumps(record["ms_per_step"]), f"ratio {record['ratio_4_over_1']:.2f}",

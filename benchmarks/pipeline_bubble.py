@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 DEVICES = 4
@@ -208,18 +207,10 @@ def main() -> None:
                                                if k != "child"}))
         print(json.dumps(record))
         return
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                           *sys.argv[1:]], env=env, stdout=subprocess.PIPE, text=True,
-                          check=False)
-    if done.returncode != 0:
-        raise SystemExit("the measurement failed (its stderr is above)")
-    record = json.loads(done.stdout.strip().splitlines()[-1])
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import timing
+
+    record = timing.measure_on_forced_devices(__file__, DEVICES, sys.argv[1:])
 
     write(record, timing)
 

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -67,3 +69,19 @@ def write(name: str, record: dict[str, Any], cells: list[str]) -> Path:
 
 def median_ms(values: list[float]) -> float:
     return float(np.median(values) * 1e3)
+
+
+def measure_on_forced_devices(script: str, devices: int, argv: list[str]) -> dict[str, Any]:
+    """Run ``script --child *argv`` on ``devices`` forced host CPU devices (JAX fixes the
+    count when it starts, so the measurement needs a process of its own) and return the
+    JSON of the last line it prints; its stderr passes through. Raises SystemExit when it
+    fails."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, os.path.abspath(script), "--child", *argv],
+                          env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit("the measurement failed (its stderr is above)")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ import numpy as np
 
 from bbjax.errors import InvalidArgument
 from bbjax.simulation.history import History
-from bbjax.strategies.config import SearchSpace
+from bbjax.strategies.config import Categorical, SearchSpace
 
 
 @dataclass
@@ -23,7 +23,8 @@ class PbtHistory(History):
     """A :class:`History` whose rounds are generations: ``metrics`` holds per generation
     ``best_fitness``, ``mean_fitness`` (over the members that did not fail), ``failed``
     (how many failed), each extra metric ``evaluate`` returned and ``best_<name>`` for
-    each hyperparameter, both of the generation's best member; ``states`` are the members'
+    each hyperparameter (a Categorical's choice, or ``best_<name>_index`` when its choices
+    are not numbers), both of the generation's best member; ``states`` are the members'
     states after the last generation (stacked, slot ``j`` at index ``j``). Per generation
     ``g`` and slot ``j``: ``fitness[g, j]`` (−∞ for a failed member),
     ``hyperparameters[name][g, j]`` the (decoded) value it trained with, and
@@ -104,7 +105,8 @@ class GenerationRecord:
             for name, values in self.extras[g].items():
                 metrics.setdefault(name, []).append(float(values[top]))
             for name, values in self.values[g].items():
-                metrics.setdefault(f"best_{name}", []).append(float(values[top]))
+                metric, value = _best_value(self.space[name], name, values[top])
+                metrics.setdefault(metric, []).append(value)
         seconds = time.perf_counter() - started
         generations = len(self.fitness)
         return PbtHistory(
@@ -117,3 +119,13 @@ class GenerationRecord:
             hyperparameters={name: np.stack([v[name] for v in self.values])
                              for name in self.space.names},
             parents=np.stack(self.parents[:generations]))
+
+
+def _best_value(param: Any, name: str, value: Any) -> tuple[str, float]:
+    """The metric of hyperparameter ``name``'s (decoded) ``value``: ``best_<name>``, a
+    Categorical's choice when its choices are numbers, else ``best_<name>_index``."""
+    if isinstance(param, Categorical):
+        if not param.numeric():
+            return f"best_{name}_index", float(value)
+        return f"best_{name}", float(param.choices[int(value)])
+    return f"best_{name}", float(value)

@@ -170,3 +170,21 @@ def test_with_hyperparams_writes_an_injected_learning_rate():
         pbt.with_hyperparams(state, {"momentum": 0.9})
     with pytest.raises(InvalidArgument, match="inject_hyperparams"):
         pbt.with_hyperparams(optax.sgd(0.1).init(params), {"learning_rate": 0.5})
+
+
+def test_the_record_reports_a_categoricals_choice_not_its_index():
+    from bbjax.strategies.pbt.history import GenerationRecord
+
+    space = pbt.SearchSpace({"momentum": pbt.Categorical((0.0, 0.5, 0.9)),
+                             "opt": pbt.Categorical(("sgd", "adam")),
+                             "lr": pbt.Float(0.01, 0.1)})
+    rng = np.random.default_rng()
+    record = GenerationRecord(space, 4)
+    momenta, opts, lrs = rng.integers(0, 3, 4), rng.integers(0, 2, 4), rng.uniform(0.01, 0.1, 4)
+    fitness = rng.permutation(4).astype(np.float32)
+    record.add(fitness, {}, {"momentum": momenta, "opt": opts, "lr": lrs})
+    metrics = record.history({}, 0.0, 0.0, None).metrics
+    top = int(np.argmax(fitness))
+    assert metrics["best_momentum"][0] == (0.0, 0.5, 0.9)[momenta[top]]
+    assert metrics["best_opt_index"][0] == opts[top] and "best_opt" not in metrics
+    np.testing.assert_allclose(metrics["best_lr"][0], lrs[top])

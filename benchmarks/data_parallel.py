@@ -94,14 +94,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        record = measure(argparse.Namespace(**{k: v for k, v in vars(args).items()
-                                               if k != "child"}))
-        print(json.dumps(record))
-        return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import timing
 
+    if timing.answer_as_child(args, measure):
+        return
     record = timing.measure_on_forced_devices(__file__, DEVICES, sys.argv[1:])
 
     write(record, timing)

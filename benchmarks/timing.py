@@ -85,3 +85,13 @@ def measure_on_forced_devices(script: str, devices: int, argv: list[str]) -> dic
     if done.returncode != 0:
         raise SystemExit("the measurement failed (its stderr is above)")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def answer_as_child(args: Any, measure: Callable[[Any], dict[str, Any]]) -> bool:
+    """In the child that :func:`measure_on_forced_devices` starts (``args.child``), print
+    the JSON of ``measure`` on the other arguments and return True; else return False."""
+    if not args.child:
+        return False
+    print(json.dumps(measure(type(args)(**{k: v for k, v in vars(args).items()
+                                           if k != "child"}))))
+    return True

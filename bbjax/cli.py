@@ -85,8 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the peer class (or partition name) to export, e.g. client")
     client.add_argument("-o", "--out", required=True, metavar="FILE",
                         help="where to write the client model (.onnx)")
+    deployed = _add_deploy_commands(commands)
     args = parser.parse_args(argv)
     try:
+        if args.command in deployed:
+            return _run_deployed(args)
         command = {"export-client": _export_client, "train": _train}.get(args.command,
                                                                          _simulate)
         return command(args)
@@ -94,6 +97,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"bbjax: error: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1 if isinstance(exc, DivergenceError) else 2
+
+
+# The networked commands: group -> {command: (module, help)}. Each module defines
+# ``add_arguments(parser)`` (importing nothing heavy) and ``run(args) -> int``.
+_DEPLOY_COMMANDS = {
+    "pet": {"coordinator": ("bbjax.deploy.pet.coordinator_cli",
+                            "serve the PET coordinator's REST API (docs/deploy.md)"),
+            "participants": ("bbjax.deploy.pet.participants_cli",
+                             "run N PET participants against a coordinator URL")},
+    "node": {"serve": ("bbjax.deploy.node.serve_cli",
+                       "run an installed partition as a networked node")},
+    "keys": {"new": ("bbjax.deploy.node.keys_cli", "make a node's Ed25519 identity")},
+}
+
+
+def _add_deploy_commands(commands) -> set[str]:
+    import importlib
+
+    for group, members in _DEPLOY_COMMANDS.items():
+        sub = commands.add_parser(group, help=f"{group} commands (docs/deploy.md)")
+        subcommands = sub.add_subparsers(dest="subcommand", required=True)
+        for name, (module, help_text) in members.items():
+            parser = subcommands.add_parser(name, help=help_text, description=help_text)
+            importlib.import_module(module).add_arguments(parser)
+            parser.set_defaults(deploy_module=module)
+    return set(_DEPLOY_COMMANDS)
+
+
+def _run_deployed(args: argparse.Namespace) -> int:
+    import importlib
+
+    try:
+        return importlib.import_module(args.deploy_module).run(args)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("starlette", "uvicorn", "httpx", "redis"):
+            raise ConfigError(f"{exc.name} is not installed: pip install 'bbjax[deploy]' "
+                              "(and 'bbjax[redis]' for the Redis store)") from None
+        raise
 
 
 def _export_client(args: argparse.Namespace) -> int:

@@ -41,13 +41,17 @@ Catch :class:`BbjaxError` for all of them, a stage's base for one stage::
     ├── SimulationError              running ``simulate``
     │   └── DivergenceError
     ├── CheckpointError              saving or restoring a simulation checkpoint
-    └── PetError                     the PET secure-aggregation protocol
-        ├── MaskingError             a scalar, weight or config masking refuses
-        ├── AggregationError         a masked object or mask that does not fit an aggregation
-        ├── PetDecodeError           bytes that are no valid PET message or object
-        │   └── MultipartError       a chunk the multipart reassembler refuses
-        ├── PetCryptoError           a key, signature or sealed box that fails
-        └── PetStateError            a host call a PET state machine cannot take now
+    ├── PetError                     the PET secure-aggregation protocol
+    │   ├── MaskingError             a scalar, weight or config masking refuses
+    │   ├── AggregationError         a masked object or mask that does not fit an aggregation
+    │   ├── PetDecodeError           bytes that are no valid PET message or object
+    │   │   └── MultipartError       a chunk the multipart reassembler refuses
+    │   ├── PetCryptoError           a key, signature or sealed box that fails
+    │   └── PetStateError            a host call a PET state machine cannot take now
+    └── DeployError                  running bbjax as networked processes
+        ├── FrameError               bytes that are no valid signed network frame
+        ├── StoreError               a persistence store that cannot be opened, read or written
+        └── TransportError           a peer or server that cannot be reached or answers wrongly
 
 A running Node never raises on remote input: what a peer sends wrongly becomes a typed
 event (``docs/runtime.md``).
@@ -406,3 +410,23 @@ class PetCryptoError(PetError):
 
 class PetStateError(PetError):
     """A host call a PET state machine cannot take in its current phase."""
+
+
+# -- deployment (networked processes) ------------------------------------------------------
+
+
+class DeployError(BbjaxError):
+    """bbjax running as networked processes (``bbjax.deploy``) refused something."""
+
+
+class FrameError(DeployError, WireError):
+    """Bytes that are not a valid signed network frame (``bbjax.deploy.node.frames``)."""
+
+
+class StoreError(DeployError):
+    """A persistence store cannot be opened, read or written, or holds state saved under
+    other settings."""
+
+
+class TransportError(DeployError):
+    """A server or peer cannot be reached, or answers what the protocol does not allow."""

@@ -1,5 +1,14 @@
 """The PET coordinator: a sans-IO state machine over one state value (``docs/pet.md``)."""
 
+from bbjax.protocols.pet.coordinator.effects import (
+    Effect,
+    MaskAdded,
+    ModelUnmasked,
+    PhaseStarted,
+    RoundStarted,
+    SumAdded,
+    UpdateAdded,
+)
 from bbjax.protocols.pet.coordinator.machine import Coordinator
 from bbjax.protocols.pet.coordinator.outcomes import (
     Accepted,
@@ -21,11 +30,18 @@ __all__ = [
     "Coordinator",
     "CoordinatorState",
     "Discarded",
+    "Effect",
     "FailureReason",
+    "MaskAdded",
     "Metrics",
+    "ModelUnmasked",
     "Outcome",
     "Phase",
+    "PhaseStarted",
     "Reason",
     "Rejected",
+    "RoundStarted",
+    "SumAdded",
     "Transition",
+    "UpdateAdded",
 ]

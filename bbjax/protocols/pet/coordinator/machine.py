@@ -34,6 +34,15 @@ from bbjax.errors import (
 )
 from bbjax.protocols.pet.aggregation import Aggregation
 from bbjax.protocols.pet.config import MaskConfigPair
+from bbjax.protocols.pet.coordinator.effects import (
+    Effect,
+    MaskAdded,
+    ModelUnmasked,
+    PhaseStarted,
+    RoundStarted,
+    SumAdded,
+    UpdateAdded,
+)
 from bbjax.protocols.pet.coordinator.outcomes import (
     MESSAGE_PHASES,
     Accepted,
@@ -107,19 +116,38 @@ class Coordinator:
 
     ``keygen`` makes each round's X25519 key pair (default: libsodium's randomness); the
     first round's seed chains from ``initial_seed`` (xaynet: 32 zero bytes). Creating a
-    coordinator runs the first Idle phase, so it starts in round 1's Sum phase at ``now``.
+    coordinator runs the first Idle phase, so it starts in round ``round_id``'s Sum phase at
+    ``now``, holding ``global_model`` (default none) as the latest global model.
+
+    A coordinator restarted from a store (xaynet's restore) is created with the stored
+    round's id + 1, its seed as ``initial_seed`` and the stored global model: it starts a
+    new round from the latest global model.
     """
 
     def __init__(self, settings: CoordinatorSettings, now: float, *,
-                 keygen: KeyGen = EncryptKeyPair.generate, initial_seed: bytes = bytes(32)):
+                 keygen: KeyGen = EncryptKeyPair.generate, initial_seed: bytes = bytes(32),
+                 round_id: int = 1, global_model: np.ndarray | None = None):
         now = _check_now(now)
         self._setup(settings, keygen)
+        if not isinstance(initial_seed, bytes) or len(initial_seed) != 32:
+            raise InvalidArgument("initial_seed must be 32 bytes")
+        if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 1:
+            raise InvalidArgument(f"round_id must be an integer >= 1, got {round_id!r}")
+        if global_model is not None:
+            global_model = np.asarray(global_model, dtype=np.float64)
+            if global_model.shape != (settings.model_length,):
+                raise InvalidArgument(f"global_model must have shape "
+                                      f"({settings.model_length},), got {global_model.shape}")
+            if not np.all(np.isfinite(global_model)):
+                raise InvalidArgument("global_model must be finite")
+            global_model = global_model.copy()
         keys, seed = self._round_keys(initial_seed)
         self._state = CoordinatorState(
-            settings_digest(settings), Phase.IDLE, 1, keys, seed, now, now,
-            self._reassembler(Phase.SUM, 0))
+            settings_digest(settings), Phase.IDLE, round_id, keys, seed, now, now,
+            self._reassembler(Phase.SUM, 0), global_model=global_model)
         self._log(Phase.IDLE, Phase.SUM)
         self._state.phase = Phase.SUM
+        self._effects.append(RoundStarted(round_id, seed))
 
     def _setup(self, settings: CoordinatorSettings, keygen: KeyGen) -> None:
         if not isinstance(settings, CoordinatorSettings):
@@ -131,6 +159,7 @@ class Coordinator:
         self._keygen = keygen
         self._config = MaskConfigPair.from_config(settings.mask)
         self._transitions: list[Transition] = []
+        self._effects: list[Effect] = []
         self.metrics = Metrics()
 
     @classmethod
@@ -199,6 +228,12 @@ class Coordinator:
         out, self._transitions = self._transitions, []
         return out
 
+    def take_effects(self) -> list[Effect]:
+        """What changed since the last call that a store keeps (:mod:`.effects`), in order:
+        rounds and phases begun, participants accepted, masks voted, models unmasked."""
+        out, self._effects = self._effects, []
+        return out
+
     # -- what the host calls ------------------------------------------------------------
 
     def tick(self, now: float) -> None:
@@ -227,6 +262,7 @@ class Coordinator:
         self._log(s.phase, Phase.SHUTDOWN)
         self._clear_round()
         s.phase = Phase.SHUTDOWN
+        self._effects.append(PhaseStarted(s.round_id, Phase.SHUTDOWN, s.now))
 
     # -- time ---------------------------------------------------------------------------
 
@@ -266,6 +302,7 @@ class Coordinator:
             s.seed_dict = {pk: {} for pk in s.sum_dict}
             s.aggregation = Aggregation(self._config, self.settings.model_length)
         s.phase, s.phase_start = target, now
+        self._effects.append(PhaseStarted(s.round_id, target, now))
         if target is Phase.UNMASK:
             self._unmask(now)
         else:
@@ -281,6 +318,7 @@ class Coordinator:
         except (AggregationError, PetDecodeError):
             return self._fail(FailureReason.UNMASKING_FAILED, now)
         s.global_model = model
+        self._effects.append(ModelUnmasked(s.round_id, model.copy()))
         self._log(Phase.UNMASK, Phase.IDLE)
         self._idle(now)
 
@@ -296,6 +334,7 @@ class Coordinator:
         self._clear_round()
         s.phase, s.phase_start = Phase.SUM, now
         self._log(Phase.IDLE, Phase.SUM)
+        self._effects.append(RoundStarted(s.round_id, s.seed))
 
     def _round_keys(self, old_seed: bytes) -> tuple[EncryptKeyPair, bytes]:
         keys = self._keygen()
@@ -387,6 +426,7 @@ class Coordinator:
             if pk in s.sum_dict:
                 return Rejected(Reason.DUPLICATE_PARTICIPANT)
             s.sum_dict[pk] = payload.ephm_pk
+            self._effects.append(SumAdded(s.round_id, pk, payload.ephm_pk))
         elif isinstance(payload, Update):
             try:
                 s.aggregation.validate_aggregation(payload.masked_model)
@@ -402,6 +442,7 @@ class Coordinator:
             for sum_pk, seed in payload.local_seed_dict.items():
                 s.seed_dict[sum_pk][pk] = seed
             s.aggregation.aggregate(payload.masked_model)
+            self._effects.append(UpdateAdded(s.round_id, pk, dict(payload.local_seed_dict)))
         elif isinstance(payload, Sum2):
             if pk not in s.sum_dict:
                 return Rejected(Reason.UNKNOWN_SUM_PARTICIPANT)
@@ -414,4 +455,5 @@ class Coordinator:
             key = payload.model_mask.to_bytes()
             s.mask_votes[key] = s.mask_votes.get(key, 0) + 1
             s.mask_senders.add(pk)
+            self._effects.append(MaskAdded(s.round_id, pk, key))
         return Accepted(message.tag)

@@ -1,0 +1,7 @@
+"""``python -m bbjax``: the ``bbjax`` command."""
+
+import sys
+
+from bbjax.cli import main
+
+sys.exit(main())

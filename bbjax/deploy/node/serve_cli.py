@@ -1,0 +1,35 @@
+"""``bbjax node serve ARTIFACT --target CLASS --peer ID --peers peers.toml``: run installed
+partitions as a networked node."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", help="a compiled artifact (Compiled.save)")
+    parser.add_argument("--target", action="append", required=True, metavar="CLASS",
+                        help="a peer class or partition name to install (repeatable)")
+    parser.add_argument("--peer", type=int, required=True, help="this node's peer id")
+    parser.add_argument("--peers", required=True, metavar="PEERS.TOML",
+                        help="every peer's id, class, address and public key")
+    parser.add_argument("--key", required=True, metavar="KEY.TOML",
+                        help="this node's identity (bbjax keys new)")
+    parser.add_argument("--components", required=True, metavar="MODULE:FUNCTION",
+                        help="a function of the peer id giving the slot -> component bindings")
+    parser.add_argument("--state", required=True, metavar="DB",
+                        help="the SQLite file that persists the node; a restart resumes it")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="start this many rounds of the entry partitions (0: none)")
+    parser.add_argument("--round-timeout", type=float, default=60.0,
+                        help="close a round's gathers after this many seconds")
+    parser.add_argument("--outputs", metavar="FILE",
+                        help="append each round's outputs here as JSON lines")
+    parser.add_argument("--exit-after-rounds", action="store_true",
+                        help="exit once --rounds rounds have ended and sends are delivered")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bbjax.deploy.node.serve import run_cli
+
+    return run_cli(args)

@@ -1,28 +1,33 @@
-"""The PET coordinator behind xaynet's REST API (starlette, served by uvicorn).
+"""The PET coordinator as an HTTP server: xaynet's REST API over a persisted coordinator.
 
-One :class:`Coordinator` value sits behind one lock. Each request and each tick is one call
-to it; what the call changed (its effects) is written to the store in one transaction
-before the answer goes out, so an accepted message is never lost. A store that cannot be
-written stops the service: it answers 503 from then on rather than acknowledge what it did
-not keep.
+Routes: ``POST /message`` (a sealed PET message or chunk; 200 accepted, 202 buffered, 400
+rejected, 409 discarded, 413 / 408 / 400 for a body refused before decryption), ``GET
+/params``, ``GET /sums``, ``GET /seeds?pk=HEX``, ``GET /model`` (bodies of
+:mod:`bbjax.deploy.pet.wire`), ``GET /metrics`` (:mod:`bbjax.deploy.pet.metrics`) and ``GET
+/health``. One lock serializes every coordinator call; the effects of each call are applied
+to the store, in one transaction, before the request is answered, and a background task ticks
+the coordinator every ``tick_interval`` seconds. A store that fails turns the server to 503
+for good: nothing unpersisted is ever acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import logging
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bbjax.deploy.bodies import BodyRefused, read_body
-from bbjax.deploy.pet import metrics, wire
-from bbjax.deploy.pet.config import ServedCoordinator
+from bbjax.deploy.pet import wire
+from bbjax.deploy.pet.config import ServedCoordinatorConfig
+from bbjax.deploy.pet.metrics import CONTENT_TYPE, HttpRefusals, render
 from bbjax.deploy.pet.store import CoordinatorStore, open_store, restore_coordinator
 from bbjax.deploy.serving import uvicorn_server
 from bbjax.errors import ConfigError, StoreError
@@ -30,136 +35,182 @@ from bbjax.protocols.pet.coordinator import (
     Accepted,
     Buffered,
     Coordinator,
+    Effect,
+    MaskAdded,
     ModelUnmasked,
-    Outcome,
     Rejected,
+    RoundStarted,
+    SumAdded,
+    UpdateAdded,
 )
+from bbjax.protocols.pet.crypto import PUBLIC_KEY_LENGTH
 
-_STATUS = {Accepted: 200, Buffered: 202, Rejected: 400}
-_OCTETS = "application/octet-stream"
+log = logging.getLogger(__name__)
+OCTETS = "application/octet-stream"
 
 
-class CoordinatorService:
-    """``coordinator`` persisted to ``store``, its time read from ``clock`` (seconds; it
-    must never go backwards); ``model_round`` is the round of its latest global model."""
+class Clock:
+    """Coordinator time: ``offset`` plus the seconds since this clock was made, never going
+    backwards."""
 
-    def __init__(self, coordinator: Coordinator, store: CoordinatorStore,
-                 config: ServedCoordinator, *, model_round: int | None = None,
-                 clock: Callable[[], float] | None = None):
-        self.coordinator, self.store, self.config = coordinator, store, config
+    def __init__(self, offset: float = 0.0) -> None:
+        self._start, self._offset, self._last = time.monotonic(), offset, offset
+
+    def __call__(self) -> float:
+        self._last = max(self._last, self._offset + time.monotonic() - self._start)
+        return self._last
+
+
+class RoundView:
+    """What the effects say of the round in progress (for ``/metrics``) and of the latest
+    global model's round (for ``/model``)."""
+
+    def __init__(self, model_round: int | None = None) -> None:
         self.model_round = model_round
-        start, origin = coordinator.state.now, time.monotonic()
-        self.clock = clock or (lambda: start + time.monotonic() - origin)
-        self.refused: collections.Counter[str] = collections.Counter()
-        self.broken: str | None = None
-        self.lock = asyncio.Lock()
+        self.sums: set[bytes] = set()
+        self.updates: set[bytes] = set()
+        self.masks: dict[bytes, bytes] = {}
 
-    def _persist(self) -> None:
-        effects = self.coordinator.take_effects()
-        try:
-            self.store.apply(self.coordinator.settings, effects)
-        except StoreError as err:
-            self.broken = str(err)
-            raise
+    def apply(self, effects: Sequence[Effect]) -> None:
         for e in effects:
-            if isinstance(e, ModelUnmasked):
+            if isinstance(e, RoundStarted):
+                self.sums, self.updates, self.masks = set(), set(), {}
+            elif isinstance(e, SumAdded):
+                self.sums.add(e.participant_pk)
+            elif isinstance(e, UpdateAdded):
+                self.updates.add(e.participant_pk)
+            elif isinstance(e, MaskAdded):
+                self.masks[e.participant_pk] = e.mask
+            elif isinstance(e, ModelUnmasked):
                 self.model_round = e.round_id
 
-    async def handle(self, body: bytes) -> Outcome:
-        """One message, persisted before it returns."""
-        async with self.lock:
-            outcome = self.coordinator.handle(body, self.clock())
-            self._persist()
-            return outcome
 
-    async def tick(self) -> None:
-        async with self.lock:
-            self.coordinator.tick(self.clock())
-            self._persist()
-
-    async def ticking(self) -> None:
-        """Tick every ``tick_interval`` seconds until cancelled or the store fails."""
-        while self.broken is None:
-            with contextlib.suppress(StoreError):
-                await self.tick()
-            await asyncio.sleep(self.config.tick_interval)
+def _status(outcome) -> int:
+    if isinstance(outcome, Accepted):
+        return 200
+    if isinstance(outcome, Buffered):
+        return 202
+    return 400 if isinstance(outcome, Rejected) else 409
 
 
-def create_app(service: CoordinatorService) -> Starlette:
-    """The REST API of ``service`` (``docs/deploy.md``)."""
-    c = service.coordinator
+def _outcome_body(outcome) -> dict:
+    kind = type(outcome).__name__.lower()
+    if isinstance(outcome, (Accepted, Buffered)):
+        return {"outcome": kind, "tag": outcome.tag.name.lower(), "detail": ""}
+    return {"outcome": kind, "reason": outcome.reason.value, "detail": outcome.detail}
 
-    def unavailable() -> Response | None:
-        if service.broken is None:
-            return None
-        return JSONResponse({"error": "store_failed", "detail": service.broken}, 503)
+
+def create_app(coordinator: Coordinator, store: CoordinatorStore,
+               config: ServedCoordinatorConfig, clock: Callable[[], float] | None = None, *,
+               model_round: int | None = None) -> Starlette:
+    """The REST app serving ``coordinator``, persisting its effects to ``store``;
+    ``clock`` gives coordinator time (default: a :class:`Clock` from the coordinator's own
+    time), ``model_round`` the round of its initial global model (a restored store's)."""
+    clock = Clock(coordinator.state.now) if clock is None else clock
+    settings = config.settings
+    lock = asyncio.Lock()
+    refusals = HttpRefusals()
+    view = RoundView(model_round)
+    failure: list[str] = []
+
+    def persist() -> None:
+        """Apply the coordinator's pending effects to the store (under the lock)."""
+        effects = coordinator.take_effects()
+        coordinator.take_transitions()
+        try:
+            store.apply(settings, effects)
+        except StoreError as err:
+            failure.append(str(err))
+            log.error("the store failed, no longer serving: %s", err)
+            return
+        view.apply(effects)
+
+    def unavailable() -> JSONResponse:
+        return JSONResponse({"error": "store failed", "detail": failure[0]}, 503)
 
     async def message(request: Request) -> Response:
-        if (down := unavailable()) is not None:
-            return down
         try:
-            body = await read_body(request, service.config.max_body_bytes,
-                                   service.config.body_timeout)
+            body = await read_body(request, config.max_body_bytes, config.body_timeout)
         except BodyRefused as refused:
-            service.refused[refused.reason] += 1
+            refusals.record(refused.reason)
             return JSONResponse({"outcome": "refused", "reason": refused.reason,
                                  "detail": refused.detail}, refused.status)
-        try:
-            outcome = await service.handle(body)
-        except StoreError as err:
-            return JSONResponse({"error": "store_failed", "detail": str(err)}, 503)
-        answer = {"outcome": type(outcome).__name__.lower(), "detail": getattr(outcome, "detail", "")}
-        if isinstance(outcome, (Accepted, Buffered)):
-            answer["tag"] = outcome.tag.name.lower()
-        else:
-            answer["reason"] = outcome.reason.value
-        return JSONResponse(answer, _STATUS.get(type(outcome), 409))
+        async with lock:
+            if failure:
+                return unavailable()
+            outcome = coordinator.handle(body, clock())
+            persist()
+            if failure:
+                return unavailable()
+        return JSONResponse(_outcome_body(outcome), _status(outcome))
 
     async def params(request: Request) -> Response:
-        async with service.lock:
-            return Response(c.round_params().to_bytes(), media_type=_OCTETS)
+        async with lock:
+            if failure:
+                return unavailable()
+            return Response(coordinator.round_params().to_bytes(), media_type=OCTETS)
 
     async def sums(request: Request) -> Response:
-        async with service.lock:
-            found = c.sums()
-        return Response(status_code=204) if found is None else Response(
-            wire.encode_sums(found), media_type=_OCTETS)
+        async with lock:
+            if failure:
+                return unavailable()
+            found = coordinator.sums()
+        if not found:
+            return Response(status_code=204)
+        return Response(wire.encode_sums(found), media_type=OCTETS)
 
     async def seeds(request: Request) -> Response:
-        text = request.query_params.get("pk", "")
+        pk = request.query_params.get("pk", "")
         try:
-            pk = bytes.fromhex(text)
+            key = bytes.fromhex(pk)
         except ValueError:
-            pk = b""
-        if len(pk) != 32:
-            service.refused["bad_query"] += 1
+            key = b""
+        if len(key) != PUBLIC_KEY_LENGTH or len(pk) != 2 * PUBLIC_KEY_LENGTH:
+            refusals.record("bad_query")
             return JSONResponse({"error": "bad_query",
-                                 "detail": "pk must be 64 hex digits (a public key)"}, 400)
-        async with service.lock:
-            found = c.seeds_for(pk)
-        return Response(status_code=204) if not found else Response(
-            wire.encode_seeds(found), media_type=_OCTETS)
+                                 "detail": f"pk must be {2 * PUBLIC_KEY_LENGTH} hex digits"}, 400)
+        async with lock:
+            if failure:
+                return unavailable()
+            found = coordinator.seeds_for(key)
+        if not found:
+            return Response(status_code=204)
+        return Response(wire.encode_seeds(found), media_type=OCTETS)
 
     async def model(request: Request) -> Response:
-        async with service.lock:
-            found, round_id = c.global_model(), service.model_round
-        return Response(status_code=204) if found is None else Response(
-            wire.encode_model(round_id or 0, found), media_type=_OCTETS)
+        async with lock:
+            if failure:
+                return unavailable()
+            found, round_id = coordinator.global_model(), view.model_round
+        if found is None or round_id is None:
+            return Response(status_code=204)
+        return Response(wire.encode_model(round_id, found), media_type=OCTETS)
 
-    async def metrics_route(request: Request) -> Response:
-        async with service.lock:
-            text = metrics.render(c, service.refused)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    async def metrics(request: Request) -> Response:
+        async with lock:
+            text = render(coordinator, refusals, masks=len(set(view.masks.values())),
+                          sum_participants=len(view.sums),
+                          update_participants=len(view.updates))
+        return Response(text, media_type=CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
-        if (down := unavailable()) is not None:
-            return down
-        return JSONResponse({"round_id": c.round_id, "phase": c.phase.value,
-                             "model_round": service.model_round})
+        async with lock:
+            if failure:
+                return unavailable()
+            return JSONResponse({"round_id": coordinator.round_id,
+                                 "phase": coordinator.phase.value})
+
+    async def ticker() -> None:
+        while not failure:
+            await asyncio.sleep(config.tick_interval)
+            async with lock:
+                if not failure:
+                    coordinator.tick(clock())
+                    persist()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
-        task = asyncio.create_task(service.ticking())
+    async def lifespan(app: Starlette):
+        task = asyncio.create_task(ticker())
         try:
             yield
         finally:
@@ -167,36 +218,37 @@ def create_app(service: CoordinatorService) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    return Starlette(routes=[Route("/message", message, methods=["POST"]),
-                             Route("/params", params), Route("/sums", sums),
-                             Route("/seeds", seeds), Route("/model", model),
-                             Route("/metrics", metrics_route), Route("/health", health)],
-                     lifespan=lifespan)
+    routes = [Route("/message", message, methods=["POST"]), Route("/params", params),
+              Route("/sums", sums), Route("/seeds", seeds), Route("/model", model),
+              Route("/metrics", metrics), Route("/health", health)]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
-def open_service(config: ServedCoordinator, *, restore: bool) -> CoordinatorService:
-    """The service of ``config``: a fresh coordinator on an empty store, or (``restore``) a
-    new round from what the store holds. :class:`ConfigError` for a store that holds a
-    coordinator when ``restore`` is false."""
+def serve(config: ServedCoordinatorConfig, *, restore: bool) -> int:
+    """Serve the coordinator of ``config`` until SIGTERM or SIGINT; exit status 0. A
+    non-empty store is a :class:`ConfigError` unless ``restore``."""
     store = open_store(config.store_url)
-    stored = store.load(config.settings)
-    if stored is not None and not restore:
-        store.close()
-        raise ConfigError(f"the store {config.store_url} holds a coordinator (round "
-                          f"{stored.round_id}); pass --restore to continue it")
-    coordinator = restore_coordinator(store, config.settings, now=0.0)
-    return CoordinatorService(coordinator, store, config,
-                              model_round=None if stored is None else stored.model_round)
-
-
-def serve(config: ServedCoordinator, *, restore: bool) -> int:
-    """Serve until SIGINT or SIGTERM; the exit status."""
-    service = open_service(config, restore=restore)
-    listen = config.listen
-    print(f"bbjax pet coordinator: round {service.coordinator.round_id} at "
-          f"{listen.scheme}://{listen.host}:{listen.port}, store {config.store_url}", flush=True)
     try:
-        uvicorn_server(create_app(service), listen).run()
+        stored = store.load(config.settings)
+        if stored is not None and not restore:
+            raise ConfigError(f"the store {config.store_url} holds round {stored.round_id}: "
+                              "pass --restore to continue it, or use an empty store")
+        clock = Clock()
+        coordinator = restore_coordinator(store, config.settings, clock())
+        app = create_app(coordinator, store, config, clock,
+                         model_round=None if stored is None else stored.model_round)
+        server = uvicorn_server(app, config.listen)
+        listen = config.listen
+        print(f"bbjax pet coordinator: round {coordinator.round_id} at {listen.scheme}://"
+              f"{listen.host}:{listen.port}, store {config.store_url}", flush=True)
+        # uvicorn re-raises the signal that stopped it; taken here, it ends the run cleanly
+        stopping = {sig: signal.signal(sig, lambda *_: None)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            server.run()
+        finally:
+            for sig, handler in stopping.items():
+                signal.signal(sig, handler)
+        return 0
     finally:
-        service.store.close()
-    return 0
+        store.close()

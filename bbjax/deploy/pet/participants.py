@@ -1,12 +1,10 @@
-"""PET participants over HTTP (xaynet's test-drive): each a sans-IO :class:`Participant`
-driven by an asyncio loop over one shared ``httpx.AsyncClient``.
+"""PET participants over HTTP: the network version of :class:`~bbjax.protocols.pet.host.MemoryHost`.
 
-The loop is :class:`bbjax.protocols.pet.MemoryHost`'s, with the coordinator behind its REST
-API: fetch what the participant's phase needs, step it, post what it sends. A transport
-error or a 5xx answer is retried after a jittered exponential backoff (the send is reported
-failed, so the same chunk goes again); any other answer is definitive. With a state
-directory, each participant's ``save()`` bytes are written after every change (atomically),
-and a participant that finds its file on start is restored from it.
+:func:`drive` runs one :class:`Participant` against a coordinator's REST API (``docs/deploy.md``):
+it fetches what :attr:`Participant.needs` asks, steps, posts the outbox, and saves the state
+after every change so that a restarted process continues. :func:`run_participants` runs
+``count`` of them on one shared :class:`httpx.AsyncClient` until some rounds have ended;
+:func:`run_cli` is ``bbjax pet participants``.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import asyncio
 import dataclasses
 import hashlib
 import os
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,210 +22,225 @@ import httpx
 import numpy as np
 
 from bbjax.deploy.backoff import Backoff
-from bbjax.deploy.pet import wire
+from bbjax.deploy.pet.wire import decode_seeds, decode_sums
 from bbjax.errors import PetDecodeError, TransportError
 from bbjax.protocols.pet.crypto import SigningKeyPair
-from bbjax.protocols.pet.participant import Need, Participant, Progress, View
+from bbjax.protocols.pet.participant import Need, Participant, ParticipantPhase, Progress, View
 from bbjax.protocols.pet.round_params import RoundParameters
-from bbjax.protocols.pet.settings import DEFAULT_MAX_MESSAGE_SIZE, ParticipantSettings
+from bbjax.protocols.pet.settings import ParticipantSettings
 
-Models = Callable[[str, RoundParameters], np.ndarray]
+Models = Callable[[str, RoundParameters], np.ndarray | None]
+Answer = Callable[[str, ParticipantPhase, bytes, int], None]
+
+POLL_S = 0.05
+CONNECT_S = 10.0
 
 
-def identity(seed: int, index: int) -> SigningKeyPair:
-    """Participant ``index``'s signing keys under ``seed``."""
-    return SigningKeyPair.from_seed(hashlib.sha256(f"bbjax-pet:{seed}:{index}".encode()).digest())
+def identity(seed: int, i: int) -> SigningKeyPair:
+    """Participant ``i``'s signing keys: seed ``sha256(f"{seed}:{i}")``."""
+    return SigningKeyPair.from_seed(hashlib.sha256(f"{seed}:{i}".encode()).digest())
 
 
-def random_model(name: str, params: RoundParameters) -> np.ndarray:
-    """A local model of ``params.model_length`` weights in [-1, 1), fixed by the name and
-    the round's seed (what the test-drive contributes)."""
-    digest = hashlib.sha256(name.encode() + params.seed).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
-    return rng.uniform(-1, 1, params.model_length).astype(np.float32)
+def local_model(name: str, params: RoundParameters) -> np.ndarray:
+    """``name``'s model for the round of ``params``: uniform in [-1, 1), float32, drawn from
+    ``sha256(name || round seed)``."""
+    rng = np.random.default_rng(list(hashlib.sha256(name.encode() + params.seed).digest()))
+    return rng.uniform(-1.0, 1.0, params.model_length).astype(np.float32)
+
+
+def _save(participant: Participant, path: Path | None) -> None:
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(participant.save())
+    os.replace(tmp, path)
+
+
+async def _get(client: httpx.AsyncClient, url: str, **params: str) -> bytes | None:
+    """The body of a 200 answer, ``None`` for 204; :class:`httpx.HTTPError` otherwise."""
+    response = await client.get(url, params=params or None)
+    if response.status_code == 204:
+        return None
+    response.raise_for_status()
+    return response.content
+
+
+async def _view(participant: Participant, client: httpx.AsyncClient, url: str,
+                models: Models, name: str) -> View:
+    raw = await _get(client, f"{url}/params")
+    params = None if raw is None else RoundParameters.from_bytes(raw)
+    needs = participant.needs
+    if params is None or params != participant.state.round_params:
+        return View(round_params=params)
+    sums = seeds = model = None
+    if Need.SUMS in needs:
+        raw = await _get(client, f"{url}/sums")
+        sums = None if raw is None else decode_sums(raw)
+    if Need.SEEDS in needs:
+        raw = await _get(client, f"{url}/seeds", pk=participant.public_key.hex())
+        seeds = None if raw is None else decode_seeds(raw)
+    if Need.MODEL in needs:
+        model = models(name, params)
+    return View(round_params=params, sums=sums, seeds=seeds, model=model)
+
+
+async def drive(participant: Participant, client: httpx.AsyncClient, url: str, models: Models,
+                *, name: str, state_path: Path | None = None, backoff: Backoff,
+                stop: asyncio.Event, on_answer: Answer | None = None) -> None:
+    """Run ``participant`` (called ``name``) against the coordinator at ``url`` until ``stop``
+    is set. Transport errors, 5xx answers and malformed bodies are retried after ``backoff``; any other answer to
+    a post is definitive. ``on_answer(name, sending_phase, round_seed, status)`` sees every answer to a
+    post; the state is written to ``state_path`` (atomically) after every change."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            progress = participant.step(await _view(participant, client, url, models, name))
+            if progress is Progress.UPDATED:
+                _save(participant, state_path)
+            data = participant.outbox
+            if data is not None:
+                phase, seed = participant.phase, participant.state.round_params.seed
+                try:
+                    response = await client.post(f"{url}/message", content=data)
+                except httpx.HTTPError:
+                    participant.report_sent(False)
+                    raise
+                if response.status_code >= 500:
+                    participant.report_sent(False)
+                    raise httpx.HTTPStatusError("server error", request=response.request,
+                                                response=response)
+                participant.report_sent(True)
+                _save(participant, state_path)
+                if on_answer is not None:
+                    on_answer(name, phase, seed, response.status_code)
+            attempt = 0
+            if progress is not Progress.UPDATED and data is None:
+                await asyncio.sleep(POLL_S)
+        except (httpx.HTTPError, PetDecodeError):
+            await asyncio.sleep(backoff.delay(attempt))
+            attempt += 1
 
 
 @dataclasses.dataclass
-class Record:
-    """What the participants saw: ``updates[round_id]`` the names whose Update was accepted
-    in that round; ``answers`` counts HTTP statuses of posts; ``retries`` transport
-    failures retried."""
+class RoundRecord:
+    """What the participants saw of round ``round_id`` (of round seed ``seed``, ``None`` if
+    no participant posted in it): who had an Update (``updates``) or a Sum / Sum2 (``sums``,
+    ``sum2s``) accepted (answered 200), and every answer's status."""
 
-    updates: dict[int, list[str]] = dataclasses.field(default_factory=dict)
-    answers: dict[int, int] = dataclasses.field(default_factory=dict)
-    retries: int = 0
+    round_id: int
+    seed: bytes | None = None
+    updates: set[str] = dataclasses.field(default_factory=set)
+    sums: set[str] = dataclasses.field(default_factory=set)
+    sum2s: set[str] = dataclasses.field(default_factory=set)
+    statuses: list[int] = dataclasses.field(default_factory=list)
 
 
-class Driver:
-    """Drives participants against the coordinator at ``url`` through ``client``."""
+async def _health(client: httpx.AsyncClient, url: str) -> int:
+    response = await client.get(f"{url}/health")
+    response.raise_for_status()
+    return int(response.json()["round_id"])
 
-    def __init__(self, client: httpx.AsyncClient, url: str, models: Models = random_model, *,
-                 state_dir: str | Path | None = None, poll: float = 0.05,
-                 backoff: Backoff | None = None):
-        self.client, self.url, self.models = client, url.rstrip("/"), models
-        self.state_dir = None if state_dir is None else Path(state_dir)
-        self.poll = poll
-        self.backoff = backoff or Backoff(0.05, 2.0, random.Random())
-        self.record = Record()
 
-    async def _get(self, path: str) -> bytes | None:
-        response = await self.client.get(self.url + path)
-        if response.status_code == 204:
-            return None
-        if response.status_code != 200:
-            raise TransportError(f"GET {path}: HTTP {response.status_code}")
-        return response.content
-
-    async def view(self, participant: Participant, name: str) -> View:
-        """What the coordinator answers ``participant``'s needs now."""
-        needs = participant.needs
-        params = RoundParameters.from_bytes(await self._get("/params"))
-        sums = seeds = model = None
-        if Need.SUMS in needs and (body := await self._get("/sums")) is not None:
-            sums = wire.decode_sums(body)
-        if Need.SEEDS in needs and (body := await self._get(
-                f"/seeds?pk={participant.public_key.hex()}")) is not None:
-            seeds = wire.decode_seeds(body)
-        if Need.MODEL in needs:
-            model = self.models(name, params)
-        return View(round_params=params, sums=sums, seeds=seeds, model=model)
-
-    async def _post(self, participant: Participant, name: str) -> bool:
-        """Post the outbox; ``False`` for a failure worth retrying."""
+async def _connect(client: httpx.AsyncClient, url: str, within: float) -> int:
+    deadline = time.monotonic() + within
+    while True:
         try:
-            response = await self.client.post(self.url + "/message", content=participant.outbox)
-        except httpx.HTTPError:
-            participant.report_sent(False)
-            return False
-        status = response.status_code
-        self.record.answers[status] = self.record.answers.get(status, 0) + 1
-        if status >= 500:
-            participant.report_sent(False)
-            return False
-        participant.report_sent(True)
-        if status == 200 and response.json().get("tag") == "update":
-            health = (await self.client.get(self.url + "/health")).json()
-            self.record.updates.setdefault(health["round_id"], []).append(name)
-        return True
-
-    def _save(self, participant: Participant, name: str) -> None:
-        if self.state_dir is None:
-            return
-        path = self.state_dir / f"{name}.bin"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(participant.save())
-        os.replace(tmp, path)
-
-    def participant(self, name: str, keys: SigningKeyPair,
-                    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE) -> Participant:
-        """``name``'s participant: restored from its saved state if there is one."""
-        if self.state_dir is not None:
-            path = self.state_dir / f"{name}.bin"
-            if path.exists():
-                return Participant.restore(path.read_bytes())
-        return Participant(ParticipantSettings(keys, 1, max_message_size))
-
-    async def drive(self, participant: Participant, name: str, stop: asyncio.Event) -> None:
-        """Step ``participant`` until ``stop`` is set."""
-        attempt = 0
-        while not stop.is_set():
-            try:
-                view = await self.view(participant, name)
-            except (httpx.HTTPError, TransportError, PetDecodeError):
-                self.record.retries += 1
-                await asyncio.sleep(self.backoff.delay(attempt))
-                attempt += 1
-                continue
-            progress = participant.step(view)
-            if participant.outbox is not None:
-                if not await self._post(participant, name):
-                    self.record.retries += 1
-                    self._save(participant, name)
-                    await asyncio.sleep(self.backoff.delay(attempt))
-                    attempt += 1
-                    continue
-            attempt = 0
-            if progress is Progress.UPDATED or participant.outbox is not None:
-                self._save(participant, name)
-            else:
-                await asyncio.sleep(self.poll)
+            return await _health(client, url)
+        except (httpx.HTTPError, ValueError, KeyError) as err:
+            if time.monotonic() >= deadline:
+                raise TransportError(f"no PET coordinator answers GET {url}/health within "
+                                     f"{within:g} s ({type(err).__name__}: {err})") from None
+            await asyncio.sleep(0.1)
 
 
-async def run_participants(count: int, url: str, *, rounds: int = 1, seed: int = 0,
+def _participant(i: int, seed: int, state_dir: Path | None,
+                 max_message_size: int | None) -> tuple[Participant, Path | None]:
+    path = None if state_dir is None else state_dir / f"p{i}.state"
+    if path is not None and path.exists():
+        return Participant.restore(path.read_bytes()), path
+    return Participant(ParticipantSettings(identity(seed, i), 1, max_message_size)), path
+
+
+async def run_participants(url: str, count: int, *, rounds: int = 1, seed: int = 0,
                            state_dir: str | Path | None = None,
-                           max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-                           timeout: float = 600.0, verify: str | bool = True,
-                           models: Models = random_model,
-                           on_round: Callable[[int, Record], None] | None = None) -> Record:
-    """Run ``count`` participants until ``rounds`` rounds of the coordinator have ended
-    (counted from the round it is in when they start, or from the one saved in
-    ``state_dir``); :class:`TransportError` on ``timeout``."""
-    if state_dir is not None:
-        Path(state_dir).mkdir(parents=True, exist_ok=True)
-    limits = httpx.Limits(max_connections=min(count, 256))
-    async with httpx.AsyncClient(timeout=10.0, limits=limits, verify=verify) as client:
-        driver = Driver(client, url, models, state_dir=state_dir)
-        first = await _round_now(client, url, timeout)
-        target = first + rounds
-        if state_dir is not None:
-            mark = Path(state_dir) / "target_round"
-            if mark.exists():
-                target = int(mark.read_text())
-            else:
-                mark.write_text(str(target))
+                           max_message_size: int | None = None, timeout: float = 600.0,
+                           models: Models = local_model, verify: str | bool = True,
+                           on_round: Callable[[RoundRecord], None] | None = None,
+                           ) -> list[RoundRecord]:
+    """Run participants ``p0 .. p{count-1}`` against ``url`` until ``rounds`` coordinator
+    rounds have ended (its round id advanced that often); the records of the ended rounds.
+    :class:`TransportError` if ``url`` never answers; :class:`TimeoutError` after
+    ``timeout`` seconds. ``state_dir`` holds each participant's state: one found there is
+    restored."""
+    url = url.rstrip("/")
+    state = None if state_dir is None else Path(state_dir)
+    if state is not None:
+        state.mkdir(parents=True, exist_ok=True)
+    limits = httpx.Limits(max_connections=max(10, min(count, 200)))
+    async with httpx.AsyncClient(timeout=30.0, limits=limits, verify=verify) as client:
+        first = await _connect(client, url, min(timeout, CONNECT_S))
+        by_seed: dict[bytes, int] = {}
+        records: dict[bytes, RoundRecord] = {}
+
+        def on_answer(name: str, phase: ParticipantPhase, round_seed: bytes,
+                      status: int) -> None:
+            record = records.setdefault(round_seed, RoundRecord(-1, round_seed))
+            record.statuses.append(status)
+            if status == 200:
+                {ParticipantPhase.SENDING_SUM: record.sums,
+                 ParticipantPhase.SENDING_UPDATE: record.updates,
+                 ParticipantPhase.SENDING_SUM2: record.sum2s}[phase].add(name)
+
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(driver.drive(
-            driver.participant(f"p{i}", identity(seed, i), max_message_size), f"p{i}", stop))
-            for i in range(count)]
-        deadline, seen = time.monotonic() + timeout, first
+        tasks = []
+        for i in range(count):
+            participant, path = _participant(i, seed, state, max_message_size)
+            tasks.append(asyncio.create_task(drive(
+                participant, client, url, models, name=f"p{i}", state_path=path,
+                backoff=Backoff(base=0.05, cap=1.0), stop=stop, on_answer=on_answer)))
+        done: list[RoundRecord] = []
+        deadline = time.monotonic() + timeout
         try:
-            while True:
-                now_round = await _round_now(client, url, deadline - time.monotonic())
-                while seen < now_round:
+            current = first
+            while len(done) < rounds:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{len(done)} of {rounds} rounds ended within "
+                                       f"{timeout:g} s")
+                try:
+                    before = await _health(client, url)
+                    raw = await _get(client, f"{url}/params")
+                    if raw is not None and await _health(client, url) == before:
+                        by_seed.setdefault(RoundParameters.from_bytes(raw).seed, before)
+                except (httpx.HTTPError, ValueError, KeyError):
+                    await asyncio.sleep(0.1)
+                    continue
+                for rid in range(current, before):
+                    seed_of = next((s for s, r in by_seed.items() if r == rid), None)
+                    record = records.get(seed_of, RoundRecord(rid, seed_of))
+                    record.round_id = rid
+                    done.append(record)
                     if on_round is not None:
-                        on_round(seen, driver.record)
-                    seen += 1
-                if now_round >= target:
-                    return driver.record
-                if time.monotonic() > deadline:
-                    raise TransportError(f"{rounds} rounds did not end within {timeout} s")
-                await asyncio.sleep(0.1)
+                        on_round(record)
+                current = max(current, before)
+                await asyncio.sleep(POLL_S)
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _round_now(client: httpx.AsyncClient, url: str, timeout: float) -> int:
-    """The coordinator's round (``GET /health``), retried until ``timeout``."""
-    deadline = time.monotonic() + max(timeout, 0.0)
-    while True:
-        try:
-            response = await client.get(url.rstrip("/") + "/health")
-            if response.status_code == 200:
-                return int(response.json()["round_id"])
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        if time.monotonic() > deadline:
-            raise TransportError(f"the coordinator at {url} does not answer GET /health")
-        await asyncio.sleep(0.2)
+        return done[:rounds]
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """``bbjax pet participants``."""
-    def report(round_id: int, record: Record) -> None:
-        names = record.updates.get(round_id, [])
-        print(f"round {round_id} ended: {len(names)} updates accepted from this process",
-              flush=True)
+    """``bbjax pet participants``: one line per ended round; 0, or 1 on ``--timeout``."""
+    def show(record: RoundRecord) -> None:
+        print(f"round {record.round_id}: {len(record.sums)} sums, {len(record.updates)} "
+              f"updates, {len(record.sum2s)} sum2s accepted", flush=True)
 
-    size = args.max_message_size
     try:
-        record = asyncio.run(run_participants(
-            args.count, args.url, rounds=args.rounds, seed=args.seed, state_dir=args.state_dir,
-            max_message_size=DEFAULT_MAX_MESSAGE_SIZE if size is None else (size or None),
-            timeout=args.timeout, verify=args.ca or True, on_round=report))
-    except TransportError as err:
-        print(f"bbjax pet participants: {err}", flush=True)
+        asyncio.run(run_participants(
+            args.url, args.count, rounds=args.rounds, seed=args.seed, state_dir=args.state_dir,
+            max_message_size=args.max_message_size, timeout=args.timeout,
+            verify=args.ca or True, on_round=show))
+    except TimeoutError as err:
+        print(f"timeout: {err}", flush=True)
         return 1
-    print(f"done: answers {dict(sorted(record.answers.items()))}, retries {record.retries}",
-          flush=True)
     return 0

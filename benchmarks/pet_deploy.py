@@ -124,12 +124,16 @@ def round_row(n: int, length: int, tmp: Path) -> dict:
 
 async def load(url: str, clients: int, duration: float) -> dict:
     params = RoundParameters.from_bytes(httpx.get(f"{url}/params").content)
-    bodies = []
-    for i in range(clients):
-        p = Participant(ParticipantSettings(identity(1, i), 1, None))
-        while p.outbox is None:
+    bodies, index = [], 0
+    while len(bodies) < clients:  # participants the round selects for the sum task
+        p = Participant(ParticipantSettings(identity(1, index), 1, None))
+        index += 1
+        for _ in range(4):  # NewRound -> Sum -> SendingSum puts the Sum in the outbox
+            if p.outbox is not None:
+                break
             p.step(View(round_params=params))
-        bodies.append(p.outbox)
+        if p.outbox is not None and p.task == "sum":
+            bodies.append(p.outbox)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     end = time.perf_counter() + duration

@@ -36,12 +36,8 @@ from bbjax.protocols.pet.coordinator import (
     Buffered,
     Coordinator,
     Effect,
-    MaskAdded,
     ModelUnmasked,
     Rejected,
-    RoundStarted,
-    SumAdded,
-    UpdateAdded,
 )
 from bbjax.protocols.pet.crypto import PUBLIC_KEY_LENGTH
 
@@ -61,27 +57,16 @@ class Clock:
         return self._last
 
 
-class RoundView:
-    """What the effects say of the round in progress (for ``/metrics``) and of the latest
-    global model's round (for ``/model``)."""
+class ModelRound:
+    """The round that unmasked the latest global model (for ``/model``), read off the
+    effects (the coordinator's state keeps the model, not its round)."""
 
     def __init__(self, model_round: int | None = None) -> None:
         self.model_round = model_round
-        self.sums: set[bytes] = set()
-        self.updates: set[bytes] = set()
-        self.masks: dict[bytes, bytes] = {}
 
     def apply(self, effects: Sequence[Effect]) -> None:
         for e in effects:
-            if isinstance(e, RoundStarted):
-                self.sums, self.updates, self.masks = set(), set(), {}
-            elif isinstance(e, SumAdded):
-                self.sums.add(e.participant_pk)
-            elif isinstance(e, UpdateAdded):
-                self.updates.add(e.participant_pk)
-            elif isinstance(e, MaskAdded):
-                self.masks[e.participant_pk] = e.mask
-            elif isinstance(e, ModelUnmasked):
+            if isinstance(e, ModelUnmasked):
                 self.model_round = e.round_id
 
 
@@ -110,7 +95,7 @@ def create_app(coordinator: Coordinator, store: CoordinatorStore,
     settings = config.settings
     lock = asyncio.Lock()
     refusals = HttpRefusals()
-    view = RoundView(model_round)
+    view = ModelRound(model_round)
     failure: list[str] = []
 
     def persist() -> None:
@@ -188,9 +173,10 @@ def create_app(coordinator: Coordinator, store: CoordinatorStore,
 
     async def metrics(request: Request) -> Response:
         async with lock:
-            text = render(coordinator, refusals, masks=len(set(view.masks.values())),
-                          sum_participants=len(view.sums),
-                          update_participants=len(view.updates))
+            state = coordinator.state
+            text = render(coordinator, refusals, masks=len(state.mask_votes),
+                          sum_participants=len(state.sum_dict),
+                          update_participants=len(state.updaters))
         return Response(text, media_type=CONTENT_TYPE)
 
     async def health(request: Request) -> Response:

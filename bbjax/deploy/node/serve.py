@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import signal
+import sys
 import time
 from collections import Counter
 
@@ -26,8 +27,6 @@ from bbjax.errors import ConfigError
 
 MAX_FRAME_BYTES = 4 << 20
 """Envelopes above this travel in chunks (signed frames of at most this size)."""
-MAX_TRANSFER_BYTES = 256 << 20
-"""The largest chunked envelope a node reassembles (per transfer)."""
 FORBIDDEN = {"unknown_key", "impersonation", "bad_signature"}
 
 
@@ -71,7 +70,7 @@ class NodeHost:
         from bbjax.deploy.node.identity import Identity, load_key_file
         from bbjax.deploy.node.peers import load_peers
         from bbjax.deploy.node.store import NodeStore
-        from bbjax.runtime import NodeConfig
+        from bbjax.runtime import Limits, NodeConfig
         from bbjax.runtime.node_state import state_from_bytes
 
         self.args = args
@@ -79,21 +78,25 @@ class NodeHost:
         self.me = self.peers.by_id(args.peer)
         self.identity = Identity(args.peer, load_key_file(args.key))
         compiled = load(args.artifact)
+        cap = args.max_envelope_bytes
+        limits = Limits(max_envelope_bytes=cap, max_fill_bytes=cap)
         self.node = bbjax.install(args.peer, compiled, resolve_targets(compiled, args.target),
                                   load_components(args.components, args.peer),
-                                  NodeConfig(peers=self.peers.classes()))
+                                  NodeConfig(peers=self.peers.classes(), limits=limits))
         self.store = NodeStore(args.state)
         saved = self.store.state()
         if saved is not None:
             self.node.state = state_from_bytes(saved, self.node.ctx)
         self.meta = self.store.meta()
         self.gate = Gate(args.peer, self.peers, max_frame_bytes=MAX_FRAME_BYTES,
-                         max_transfer_bytes=MAX_TRANSFER_BYTES, last_seq=self.store.last_seq())
+                         max_transfer_bytes=cap, last_seq=self.store.last_seq())
         self.refused: Counter = Counter()
         self.admitted = 0
         self.queues: dict[int, asyncio.Queue] = {}
         self.unsent = {seq for seq, _, _ in self.store.outbox()}
         self.deadline = math.inf
+        self.rounds_ended = math.inf
+        self.exit_code = 0
         self.wake = asyncio.Event()
         self.done = asyncio.Event()
 
@@ -121,10 +124,10 @@ class NodeHost:
                 if verdict.reason == "replay" else 400
             return JSONResponse({"refused": verdict.reason, "detail": verdict.detail}, status)
         self.admitted += 1
-        if verdict.envelope is not None:
-            self.node.deliver(verdict.envelope)
-        self.persist()
-        self.wake.set()
+        if verdict.envelope is not None:  # a chunk that completes none changes no state:
+            self.node.deliver(verdict.envelope)  # the gate's persisted seq stays before it
+            self.persist()
+            self.wake.set()
         return JSONResponse({"admitted": True})
 
     async def metrics(self, request):
@@ -207,14 +210,28 @@ class NodeHost:
             self.unsent.add(seq)
             self.enqueue(seq, peer, frame)
 
-    def finished(self) -> bool:
-        return self.args.exit_after_rounds and self.meta["rounds_done"] >= self.args.rounds \
-            and not self.unsent
+    def finished(self, now: float) -> bool:
+        """With ``--exit-after-rounds``: whether the rounds ended and every frame was
+        delivered, or ``--delivery-timeout`` passed since they ended (``exit_code`` 1)."""
+        args = self.args
+        if not args.exit_after_rounds or self.meta["rounds_done"] < args.rounds:
+            return False
+        if not self.unsent:
+            return True
+        self.rounds_ended = min(self.rounds_ended, now)
+        if now - self.rounds_ended <= args.delivery_timeout:
+            return False
+        peers = sorted({peer for _, peer, _ in self.store.outbox()})
+        print(f"bbjax: node {args.peer}: {len(self.unsent)} frames to peers {peers} undelivered "
+              f"{args.delivery_timeout:g} s after its rounds ended; they stay in {args.state} "
+              "and a restart resends them", file=sys.stderr, flush=True)
+        self.exit_code = 1
+        return True
 
     async def drive(self) -> None:
         for seq, peer, frame in self.store.outbox():
             self.enqueue(seq, peer, frame)
-        while not self.finished():
+        while not self.finished(time.monotonic()):
             self.step()
             self.wake.clear()
             try:
@@ -253,12 +270,13 @@ async def _serve(host: NodeHost) -> int:
     server.should_exit = True
     await serving
     host.store.close()
-    return 0
+    return host.exit_code
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Serve the node of ``args`` (see ``serve_cli``) until SIGTERM or, with
-    ``--exit-after-rounds``, until its rounds ended and its frames are delivered."""
+    """Serve the node of ``args`` (see ``serve_cli``) until SIGTERM (0) or, with
+    ``--exit-after-rounds``, until its rounds ended and its frames are delivered (0) or
+    ``--delivery-timeout`` passed with frames undelivered (1)."""
     async def main() -> int:
         return await _serve(NodeHost(args))
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+DEFAULT_MAX_ENVELOPE_BYTES = 16 << 20
+MAX_ENVELOPE_CAP = 2**32 - 1  # the envelope's u32 length field
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="a compiled artifact (Compiled.save)")
@@ -27,6 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="append each round's outputs here as JSON lines")
     parser.add_argument("--exit-after-rounds", action="store_true",
                         help="exit once --rounds rounds have ended and sends are delivered")
+    parser.add_argument("--delivery-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="with --exit-after-rounds: exit 1 if frames are still "
+                             "undelivered this long after the rounds ended (they stay in "
+                             "--state and a restart resends them)")
+    parser.add_argument("--max-envelope-bytes", type=_envelope_cap, metavar="BYTES",
+                        default=DEFAULT_MAX_ENVELOPE_BYTES,
+                        help="the largest envelope this node sends or reassembles; set the "
+                             "same on every peer (default 16 MiB)")
+
+
+def _envelope_cap(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_ENVELOPE_CAP:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_ENVELOPE_CAP}], "
+                                         f"got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -162,13 +162,15 @@ def _participant(i: int, seed: int, state_dir: Path | None,
 
 
 async def run_participants(url: str, count: int, *, rounds: int = 1, seed: int = 0,
+                           indices: Sequence[int] | None = None,
                            state_dir: str | Path | None = None,
                            max_message_size: int | None = None, timeout: float = 600.0,
                            models: Models = local_model, verify: str | bool = True,
                            on_round: Callable[[RoundRecord], None] | None = None,
                            ) -> list[RoundRecord]:
-    """Run participants ``p0 .. p{count-1}`` against ``url`` until ``rounds`` coordinator
-    rounds have ended (its round id advanced that often); the records of the ended rounds.
+    """Run participants ``p0 .. p{count-1}`` (or ``p{i}`` for ``i`` in ``indices``) against
+    ``url`` until ``rounds`` coordinator rounds have ended (its round id advanced that often);
+    the records of the ended rounds.
     :class:`TransportError` if ``url`` never answers; :class:`TimeoutError` after
     ``timeout`` seconds. ``state_dir`` holds each participant's state: one found there is
     restored."""
@@ -193,7 +195,7 @@ async def run_participants(url: str, count: int, *, rounds: int = 1, seed: int =
 
         stop = asyncio.Event()
         tasks = []
-        for i in range(count):
+        for i in range(count) if indices is None else indices:
             participant, path = _participant(i, seed, state, max_message_size)
             tasks.append(asyncio.create_task(drive(
                 participant, client, url, models, name=f"p{i}", state_path=path,

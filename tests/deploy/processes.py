@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -44,8 +45,10 @@ class Process:
         self.proc = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT,
                                      env=env(), cwd=str(ROOT))
 
-    def wait_http(self, url: str, timeout: float = 60.0) -> None:
-        """Until ``url`` answers 200 (``AssertionError`` with the log if it does not)."""
+    def wait_http(self, url: str, timeout: float = 60.0,
+                  verify: ssl.SSLContext | bool = True) -> None:
+        """Until ``url`` answers 200 (``AssertionError`` with the log if it does not);
+        ``verify`` is httpx's (an ``SSLContext`` trusting a test CA for https)."""
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -53,7 +56,7 @@ class Process:
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
+                if httpx.get(url, timeout=1.0, verify=verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -18,7 +18,8 @@ class Tls:
     def __post_init__(self) -> None:
         for field in ("certificate", "key"):
             if not Path(getattr(self, field)).is_file():
-                raise ConfigError(f"tls.{field}: no file {getattr(self, field)!r}")
+                raise ConfigError(f"tls.{field}: no file {getattr(self, field)!r}",
+                                  field=f"tls.{field}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,19 +79,22 @@ def test_nodes_run_rounds_and_refuse_hostile_frames(deployment, processes):
     assert [client.stop(), *(p.stop() for p in others)] == [0, 0]  # SIGTERM: clean exit
 
 
-def test_the_store_commits_state_outbox_gate_and_meta_together(tmp_path):
+def test_the_store_commits_state_outbox_inbox_gate_and_meta_together(tmp_path):
     store = NodeStore(tmp_path / "node.db")
     assert (store.state(), store.outbox(), store.last_seq()) == (None, [], {})
     assert store.meta() == {"rounds_started": 0, "rounds_done": 0, "next_seq": 1}
     store.commit(b"s1", [(1, 2, b"f1"), (2, 3, b"f2")], (), {2: 5}, {"next_seq": 3})
-    store.remove(1)
+    first = store.log_inbound(b"e1", {2: 6})
+    second = store.log_inbound(b"e2", {2: 7, 3: 1})
+    store.commit(b"s2", (), [1], {2: 7, 3: 1}, {"next_seq": 3}, [first])
     with pytest.raises(StoreError):  # seq 2 is taken: nothing of this commit is kept
-        store.commit(b"s2", [(2, 4, b"dup")], (), {2: 9}, {"rounds_done": 1})
+        store.commit(b"s3", [(2, 4, b"dup")], (), {2: 9}, {"rounds_done": 1}, [second])
     store.close()
     reopened = NodeStore(tmp_path / "node.db")
-    assert reopened.state() == b"s1"
+    assert reopened.state() == b"s2"
     assert reopened.outbox() == [(2, 3, b"f2")]
-    assert reopened.last_seq() == {2: 5}
+    assert reopened.inbox() == [(second, b"e2")]  # logged, not yet taken into a state
+    assert reopened.last_seq() == {2: 7, 3: 1}
     assert reopened.meta() == {"rounds_started": 0, "rounds_done": 0, "next_seq": 3}
 
 

@@ -95,3 +95,12 @@ def test_a_missing_tls_certificate_exits_2_with_one_line(processes, tmp_path):
     assert process.proc.wait(60) == 2
     out = process.output().strip().splitlines()
     assert len(out) == 1 and "tls.certificate" in out[0] and str(missing) in out[0], out
+
+
+def test_participants_with_a_missing_ca_file_exit_2_with_one_line(processes, tmp_path):
+    missing = tmp_path / "no-such-ca.pem"
+    process = processes("pet", "participants", "-n", "1", "--url", "https://127.0.0.1:1",
+                        "--ca", str(missing), name="participants")
+    assert process.proc.wait(60) == 2
+    out = process.output().strip().splitlines()
+    assert len(out) == 1 and "CA certificate" in out[0] and str(missing) in out[0], out

@@ -7,8 +7,11 @@ signed by a key of the peer list (``unknown_key``) whose id is the claimed sende
 (``impersonation``), carry a valid signature (``bad_signature``) and a seq above the last
 one admitted from that sender (``replay``); a chunk must then fit the bounds of its
 transfer (``transfer_full``: too many open transfers of the sender, or more than
-``max_transfer_bytes``) and follow its transfer's chunks in order with the same count and
-chunk size (``transfer_inconsistent``). A refused frame changes nothing but ``counts``.
+``max_transfer_bytes``), belong to a transfer in progress if it is not the first
+(``transfer_unknown``: the sender resends the transfer from its first chunk, as after this
+node restarted and lost its buffers) and follow its transfer's chunks in order with the same
+count and chunk size (``transfer_inconsistent``). A refused frame changes nothing but
+``counts``.
 A transfer that gets no chunk for ``transfer_timeout_ns`` is dropped when the next chunk
 frame (of any sender) passes the replay check."""
 
@@ -22,7 +25,7 @@ from bbjax.deploy.node.peers import Peers
 from bbjax.errors import FrameError, InvalidArgument
 
 REASONS = ("malformed", "wrong_receiver", "unknown_key", "impersonation", "bad_signature",
-           "replay", "transfer_full", "transfer_inconsistent")
+           "replay", "transfer_full", "transfer_unknown", "transfer_inconsistent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +158,7 @@ class Gate:
             return Admitted(sender, None)
         transfer = self._transfers.get(key)
         if transfer is None:
-            return Refused("transfer_inconsistent", f"{where}: no such transfer in progress",
+            return Refused("transfer_unknown", f"{where}: no such transfer in progress",
                            sender)
         if frame.count != transfer.count:
             return Refused("transfer_inconsistent", f"{where}: the transfer has "

@@ -1,9 +1,12 @@
 """``bbjax node serve``: installed partitions as a node on HTTP, persisted in SQLite.
 
-Inbound frames pass the gate (signature, sender, replay) and are delivered and persisted
-before the 200 answer; each poll's outbound envelopes become signed frames, persisted with
-the state in one transaction, then POSTed per peer in order until delivered. A restart
-resumes from the store: the state, the unsent frames and the gate's replay counters.
+Inbound frames pass the gate (signature, sender, replay); an envelope they complete is
+logged in the store's inbox and delivered before the 200 answer (a chunk that completes
+none is answered without being kept). Each poll's outbound envelopes become signed frames,
+committed with the state (which also drops the inbox rows it took in), then POSTed per peer
+in order until the receiver admitted an envelope's last frame; a receiver that lost a
+transfer gets it again from its first chunk. A restart resumes from the store: the state,
+the inbox delivered again, the unsent frames and the gate's replay counters.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -59,6 +63,55 @@ def resolve_targets(compiled, targets: list[str]) -> list[str]:
     return names
 
 
+def _refusal(response: httpx.Response) -> str | None:
+    """The gate's reason in a refusal's JSON body, if any."""
+    try:
+        return response.json().get("refused")
+    except (ValueError, AttributeError):
+        return None
+
+
+async def send_frames(client: httpx.AsyncClient, url: str, frames: list[bytes],
+                      on_failure: Callable[[], None],
+                      backoff: Backoff | None = None) -> None:
+    """POST one envelope's ``frames`` to ``url`` in order until the last is admitted (200,
+    or 409: admitted before a restart of ours). A failed POST calls ``on_failure`` and is
+    retried after ``backoff``; a receiver that lost the transfer (``transfer_unknown``: it
+    restarted) gets it again from the first chunk."""
+    backoff = backoff or Backoff(base=0.05, cap=1.0)
+    index = attempt = 0
+    while index < len(frames):
+        try:
+            response = await client.post(url, content=frames[index])
+        except httpx.HTTPError:
+            response = None
+        status = None if response is None else response.status_code
+        if status in (200, 409):
+            index, attempt = index + 1, 0
+        elif status == 400 and _refusal(response) == "transfer_unknown":
+            index = 0
+        else:
+            on_failure()
+            await asyncio.sleep(backoff.delay(attempt))
+            attempt += 1
+
+
+def _envelopes(outbox: list[tuple[int, int, bytes]]) -> list[tuple[int, list[tuple[int, bytes]]]]:
+    """Unsent outbox rows (seq, peer, frame), by seq, grouped per envelope: (peer, frames)."""
+    from bbjax.deploy.node.frames import decode_frame
+
+    groups: list[tuple[int, list[tuple[int, bytes]]]] = []
+    last: tuple[int, int] | None = None
+    for seq, peer, frame in outbox:
+        transfer = decode_frame(frame, max_frame_bytes=len(frame)).transfer
+        key = (peer, transfer if transfer is not None else -seq)
+        if key != last:
+            groups.append((peer, []))
+            last = key
+        groups[-1][1].append((seq, frame))
+    return groups
+
+
 class NodeHost:
     """One node, its store, gate and senders (see the module docstring)."""
 
@@ -87,24 +140,32 @@ class NodeHost:
         saved = self.store.state()
         if saved is not None:
             self.node.state = state_from_bytes(saved, self.node.ctx)
+        self.logged: list[int] = []  # inbox rows delivered since the state was saved
+        for row, envelope in self.store.inbox():
+            self.node.deliver(envelope)
+            self.logged.append(row)
+        self.delivered: list[int] = []  # outbox rows delivered since the last commit
         self.meta = self.store.meta()
+        in_round = self.meta["rounds_done"] < self.meta["rounds_started"]  # when it stopped
+        self.deadline = time.monotonic() + args.round_timeout if in_round else math.inf
         self.gate = Gate(args.peer, self.peers, max_frame_bytes=MAX_FRAME_BYTES,
                          max_transfer_bytes=cap, last_seq=self.store.last_seq())
         self.refused: Counter = Counter()
         self.admitted = 0
         self.queues: dict[int, asyncio.Queue] = {}
-        self.unsent = {seq for seq, _, _ in self.store.outbox()}
-        self.deadline = math.inf
+        self.unsent = {seq: peer for seq, peer, _ in self.store.outbox()}  # seq -> peer
         self.rounds_ended = math.inf
         self.exit_code = 0
         self.wake = asyncio.Event()
         self.done = asyncio.Event()
 
-    def persist(self, add=(), remove=()) -> None:
+    def persist(self, add=()) -> None:
+        """Commit the state, new frames ``add``, the delivered frames and the taken-in inbox."""
         from bbjax.runtime.node_state import state_to_bytes
 
-        self.store.commit(state_to_bytes(self.node.state), add, remove,
-                          dict(self.gate.last_seq), self.meta)
+        self.store.commit(state_to_bytes(self.node.state), add, self.delivered,
+                          dict(self.gate.last_seq), self.meta, self.logged)
+        self.delivered, self.logged = [], []
 
     # inbound
     async def envelope(self, request):
@@ -124,9 +185,10 @@ class NodeHost:
                 if verdict.reason == "replay" else 400
             return JSONResponse({"refused": verdict.reason, "detail": verdict.detail}, status)
         self.admitted += 1
-        if verdict.envelope is not None:  # a chunk that completes none changes no state:
-            self.node.deliver(verdict.envelope)  # the gate's persisted seq stays before it
-            self.persist()
+        if verdict.envelope is not None:  # a chunk that completes none is not kept: the
+            self.logged.append(self.store.log_inbound(verdict.envelope,  # gate's persisted
+                                                      self.gate.last_seq))  # seq stays before
+            self.node.deliver(verdict.envelope)  # its transfer, which the sender resends
             self.wake.set()
         return JSONResponse({"admitted": True})
 
@@ -142,33 +204,27 @@ class NodeHost:
         return JSONResponse({"peer": self.args.peer, "rounds_done": self.meta["rounds_done"]})
 
     # outbound
-    def enqueue(self, seq: int, peer: int, frame: bytes) -> None:
+    def enqueue(self, peer: int, frames: list[tuple[int, bytes]]) -> None:
+        """Send the frames (seq, bytes) of one envelope to ``peer``, after those before."""
         if peer not in self.queues:
             self.queues[peer] = asyncio.Queue()
             asyncio.get_running_loop().create_task(self.sender(peer, self.queues[peer]))
-        self.queues[peer].put_nowait((seq, frame))
+        self.queues[peer].put_nowait(frames)
 
     async def sender(self, peer: int, queue: asyncio.Queue) -> None:
         url = _url(self.peers.by_id(peer).address) + "/envelope"
-        backoff = Backoff(base=0.05, cap=1.0)
         async with httpx.AsyncClient(timeout=30.0) as client:
             while True:
-                seq, frame = await queue.get()
-                attempt = 0
-                while True:
-                    try:
-                        status = (await client.post(url, content=frame)).status_code
-                    except httpx.HTTPError:
-                        status = None
-                    if status in (200, 409):  # 409: admitted before a restart of ours
-                        self.store.remove(seq)
-                        self.unsent.discard(seq)
-                        self.node.report_send_success(peer)
-                        self.wake.set()
-                        break
-                    self.node.report_send_failure(peer)
-                    await asyncio.sleep(backoff.delay(attempt))
-                    attempt += 1
+                frames = await queue.get()
+                await send_frames(client, url, [f for _, f in frames],
+                                  lambda: self.node.report_send_failure(peer))
+                seqs = [seq for seq, _ in frames]
+                self.delivered += seqs
+                for seq in seqs:
+                    self.unsent.pop(seq, None)
+                self.node.report_send_success(peer)
+                self.wake.set()
+
 
     # the poll loop
     def step(self) -> None:
@@ -182,18 +238,21 @@ class NodeHost:
             self.node.start()
             self.meta["rounds_started"] += 1
             self.deadline = now + args.round_timeout
-        elif self.meta["rounds_done"] < self.meta["rounds_started"] and now > self.deadline:
-            for port in self.node.ctx.gather_ports:
-                self.node.close(port)
-            self.deadline = math.inf
         steps = self.node.poll()
+        if self.meta["rounds_done"] < self.meta["rounds_started"] and now > self.deadline \
+                and not any(isinstance(s, AppOutput) for s in steps):
+            for port in self.node.ctx.gather_ports:  # after the poll that decoded what
+                self.node.close(port)                 # was delivered up to now
+            self.deadline = math.inf
+            steps += self.node.poll()
         rows = []
         for s in steps:
             if isinstance(s, Outbound):
                 frames = encode_frames(self.identity, s.peer, self.meta["next_seq"], s.data,
                                        max_frame_bytes=MAX_FRAME_BYTES,
                                        timestamp_ns=time.time_ns())
-                rows += [(self.meta["next_seq"] + i, s.peer, f) for i, f in enumerate(frames)]
+                rows.append((s.peer, [(self.meta["next_seq"] + i, f)
+                                      for i, f in enumerate(frames)]))
                 self.meta["next_seq"] += len(frames)
         outputs = {s.name: np.asarray(s.value).tolist() for s in steps
                    if isinstance(s, AppOutput)}
@@ -201,14 +260,14 @@ class NodeHost:
             self.meta["rounds_done"] += 1
             self.deadline = math.inf
         if steps or outputs:
-            self.persist(add=rows)
+            self.persist(add=[(seq, peer, f) for peer, frames in rows for seq, f in frames])
         if outputs and args.outputs:
             with open(args.outputs, "a") as f:
                 f.write(json.dumps({"round": self.meta["rounds_done"], "peer": args.peer,
                                     "outputs": outputs}) + "\n")
-        for seq, peer, frame in rows:
-            self.unsent.add(seq)
-            self.enqueue(seq, peer, frame)
+        for peer, frames in rows:
+            self.unsent.update((seq, peer) for seq, _ in frames)
+            self.enqueue(peer, frames)
 
     def finished(self, now: float) -> bool:
         """With ``--exit-after-rounds``: whether the rounds ended and every frame was
@@ -221,7 +280,7 @@ class NodeHost:
         self.rounds_ended = min(self.rounds_ended, now)
         if now - self.rounds_ended <= args.delivery_timeout:
             return False
-        peers = sorted({peer for _, peer, _ in self.store.outbox()})
+        peers = sorted(set(self.unsent.values()))
         print(f"bbjax: node {args.peer}: {len(self.unsent)} frames to peers {peers} undelivered "
               f"{args.delivery_timeout:g} s after its rounds ended; they stay in {args.state} "
               "and a restart resends them", file=sys.stderr, flush=True)
@@ -229,8 +288,8 @@ class NodeHost:
         return True
 
     async def drive(self) -> None:
-        for seq, peer, frame in self.store.outbox():
-            self.enqueue(seq, peer, frame)
+        for peer, frames in _envelopes(self.store.outbox()):
+            self.enqueue(peer, frames)
         while not self.finished(time.monotonic()):
             self.step()
             self.wake.clear()
@@ -238,6 +297,7 @@ class NodeHost:
                 await asyncio.wait_for(self.wake.wait(), 0.05)
             except asyncio.TimeoutError:
                 pass
+        self.persist()
         self.write_final()
         self.done.set()
 

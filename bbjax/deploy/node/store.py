@@ -1,5 +1,11 @@
 """SQLite persistence of a served node: its state bytes, unsent frames, the gate's replay
-counters and the round counters, all changed in one transaction per commit."""
+counters, the round counters and the inbox, changed in one transaction per call.
+
+The inbox is a write-ahead log of admitted envelopes: :meth:`NodeStore.log_inbound` keeps an
+envelope (with the gate's counters) before the host acknowledges it, and the :meth:`commit`
+of the state that took it in removes it. A restart loads the state and delivers the inbox
+again, in order, so a large envelope is written once on arrival rather than with the whole
+state."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ CREATE TABLE IF NOT EXISTS node_state (id INTEGER PRIMARY KEY CHECK (id = 0), da
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, peer INTEGER, frame BLOB);
 CREATE TABLE IF NOT EXISTS gate (sender INTEGER PRIMARY KEY, last_seq INTEGER);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);
+CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, envelope BLOB);
 """
 META_KEYS = ("rounds_started", "rounds_done", "next_seq")
 
@@ -49,11 +56,27 @@ class NodeStore:
         saved = dict(self._db.execute("SELECT key, value FROM meta"))
         return {"rounds_started": 0, "rounds_done": 0, "next_seq": 1} | saved
 
+    def inbox(self) -> list[tuple[int, bytes]]:
+        """Logged envelopes as (id, envelope), in arrival order."""
+        return [(i, bytes(e)) for i, e in
+                self._db.execute("SELECT id, envelope FROM inbox ORDER BY id")]
+
+    def log_inbound(self, envelope: bytes, last_seq: Mapping[int, int]) -> int:
+        """Log an admitted ``envelope`` with the gate's counters, atomically; its inbox id."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute("INSERT INTO inbox (envelope) VALUES (?)", (envelope,))
+                self._set_seqs(last_seq)
+                return int(row.lastrowid)
+        except sqlite3.Error as e:
+            raise StoreError(f"node store inbox: {e}") from e
+
     def commit(self, state_bytes: bytes, outbox_add: Iterable[tuple[int, int, bytes]] = (),
                outbox_remove: Iterable[int] = (), last_seq: Mapping[int, int] | None = None,
-               meta: Mapping[str, int] | None = None) -> None:
-        """Save the state, add and remove outbox rows, the gate's counters and ``meta``,
-        atomically."""
+               meta: Mapping[str, int] | None = None, inbox_remove: Iterable[int] = ()) -> None:
+        """Save the state, add and remove outbox rows, the gate's counters and ``meta``, and
+        remove the inbox rows the state took in, atomically."""
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -62,20 +85,16 @@ class NodeStore:
                 self._db.executemany("INSERT INTO outbox VALUES (?, ?, ?)", outbox_add)
                 self._db.executemany("DELETE FROM outbox WHERE seq = ?",
                                      [(s,) for s in outbox_remove])
-                self._db.executemany("INSERT OR REPLACE INTO gate VALUES (?, ?)",
-                                     list((last_seq or {}).items()))
+                self._db.executemany("DELETE FROM inbox WHERE id = ?",
+                                     [(i,) for i in inbox_remove])
+                self._set_seqs(last_seq or {})
                 self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                      [(k, int(v)) for k, v in (meta or {}).items()])
         except sqlite3.Error as e:
             raise StoreError(f"node store commit: {e}") from e
 
-    def remove(self, seq: int) -> None:
-        """Delete the delivered frame ``seq`` from the outbox."""
-        try:
-            with self._db:
-                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-        except sqlite3.Error as e:
-            raise StoreError(f"node store remove: {e}") from e
+    def _set_seqs(self, last_seq: Mapping[int, int]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO gate VALUES (?, ?)", list(last_seq.items()))
 
     def close(self) -> None:
         self._db.close()

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 
 from bbjax.deploy.backoff import Backoff
 from bbjax.deploy.pet.wire import decode_seeds, decode_sums
-from bbjax.errors import PetDecodeError, TransportError
+from bbjax.errors import ConfigError, PetDecodeError, TransportError
 from bbjax.protocols.pet.crypto import SigningKeyPair
 from bbjax.protocols.pet.participant import Need, Participant, ParticipantPhase, Progress, View
 from bbjax.protocols.pet.round_params import RoundParameters
@@ -161,11 +162,22 @@ def _participant(i: int, seed: int, state_dir: Path | None,
     return Participant(ParticipantSettings(identity(seed, i), 1, max_message_size)), path
 
 
+def _trust(verify: str | bool | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` for ``verify``: a string is a CA certificate file to trust."""
+    if not isinstance(verify, str):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"CA certificate {verify!r}: {err}", field="ca") from None
+
+
 async def run_participants(url: str, count: int, *, rounds: int = 1, seed: int = 0,
                            indices: Sequence[int] | None = None,
                            state_dir: str | Path | None = None,
                            max_message_size: int | None = None, timeout: float = 600.0,
-                           models: Models = local_model, verify: str | bool = True,
+                           models: Models = local_model,
+                           verify: str | bool | ssl.SSLContext = True,
                            on_round: Callable[[RoundRecord], None] | None = None,
                            ) -> list[RoundRecord]:
     """Run participants ``p0 .. p{count-1}`` (or ``p{i}`` for ``i`` in ``indices``) against
@@ -179,7 +191,8 @@ async def run_participants(url: str, count: int, *, rounds: int = 1, seed: int =
     if state is not None:
         state.mkdir(parents=True, exist_ok=True)
     limits = httpx.Limits(max_connections=max(10, min(count, 200)))
-    async with httpx.AsyncClient(timeout=30.0, limits=limits, verify=verify) as client:
+    trust = _trust(verify)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits, verify=trust) as client:
         first = await _connect(client, url, min(timeout, CONNECT_S))
         by_seed: dict[bytes, int] = {}
         records: dict[bytes, RoundRecord] = {}

@@ -22,7 +22,8 @@ from bbjax.deploy.node.frames import encode_frames
 from bbjax.deploy.node.identity import Identity, load_key_file
 from bbjax.deploy.node.peers import load_peers
 from bbjax.deploy.backoff import Backoff
-from bbjax.deploy.node.serve import MAX_FRAME_BYTES, send_frames
+from bbjax.deploy.node.serve import send_frames
+from bbjax.deploy.node.serve_cli import DEFAULT_MAX_FRAME_BYTES
 from tests.deploy.test_node_serve import _serve, deployment  # noqa: F401 (a fixture)
 
 ROUND_TIMEOUT_S = 8.0  # client 1 answers in 2-4 s (the first polls compile)
@@ -86,7 +87,7 @@ def test_a_receiver_killed_mid_transfer_admits_it_resent_whole_then_refuses_repl
     work = deployment
     url = load_peers(work / "peers.toml").by_id(0).address
     frames = encode_frames(Identity(1, load_key_file(work / "key1.toml")), 0, 1,
-                           os.urandom(9 << 20), max_frame_bytes=MAX_FRAME_BYTES,
+                           os.urandom(9 << 20), max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
                            timestamp_ns=time.time_ns())
     assert len(frames) == 3
 

@@ -3,6 +3,7 @@ refusing hostile frames without losing its round."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import sys
@@ -15,6 +16,7 @@ from bbjax.deploy.node.frames import encode_frames
 from bbjax.deploy.node.identity import Identity, load_key_file
 from bbjax.deploy.node.peers import load_peers
 from bbjax.deploy.node.store import NodeStore
+from bbjax.deploy.node import serve_cli
 from bbjax.deploy.node.components import load_components
 from bbjax.errors import ConfigError, StoreError
 
@@ -103,3 +105,18 @@ def test_the_store_commits_state_outbox_inbox_gate_and_meta_together(tmp_path):
 def test_components_that_do_not_resolve_are_config_errors(spec):
     with pytest.raises(ConfigError):
         load_components(spec, 1)
+
+
+@pytest.mark.parametrize("flag, value", [("--max-frame-bytes", "1023"),
+                                         ("--max-frame-bytes", "4MiB"),
+                                         ("--max-envelope-bytes", "0"),
+                                         ("--max-envelope-bytes", str(2**32))])
+def test_size_flags_out_of_range_are_usage_errors(flag, value, capsys):
+    parser = argparse.ArgumentParser(prog="bbjax node serve")
+    serve_cli.add_arguments(parser)
+    required = ["artifact.onnx", "--target", "client", "--peer", "1", "--peers", "p.toml",
+                "--key", "k.toml", "--components", "m:f", "--state", "s.db"]
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args([*required, flag, value])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: expected an integer in [" in capsys.readouterr().err

@@ -29,8 +29,6 @@ from bbjax.deploy.bodies import BodyRefused, read_body
 from bbjax.deploy.serving import Listen, uvicorn_server
 from bbjax.errors import ConfigError
 
-MAX_FRAME_BYTES = 4 << 20
-"""Envelopes above this travel in chunks (signed frames of at most this size)."""
 FORBIDDEN = {"unknown_key", "impersonation", "bad_signature"}
 
 
@@ -148,7 +146,7 @@ class NodeHost:
         self.meta = self.store.meta()
         in_round = self.meta["rounds_done"] < self.meta["rounds_started"]  # when it stopped
         self.deadline = time.monotonic() + args.round_timeout if in_round else math.inf
-        self.gate = Gate(args.peer, self.peers, max_frame_bytes=MAX_FRAME_BYTES,
+        self.gate = Gate(args.peer, self.peers, max_frame_bytes=args.max_frame_bytes,
                          max_transfer_bytes=cap, last_seq=self.store.last_seq())
         self.refused: Counter = Counter()
         self.admitted = 0
@@ -174,7 +172,7 @@ class NodeHost:
         from bbjax.deploy.node.gate import Refused
 
         try:
-            data = await read_body(request, MAX_FRAME_BYTES + 4096, 30.0)
+            data = await read_body(request, self.args.max_frame_bytes, 30.0)
         except BodyRefused as e:
             self.refused[e.reason] += 1
             return JSONResponse({"refused": e.reason, "detail": e.detail}, e.status)
@@ -249,7 +247,7 @@ class NodeHost:
         for s in steps:
             if isinstance(s, Outbound):
                 frames = encode_frames(self.identity, s.peer, self.meta["next_seq"], s.data,
-                                       max_frame_bytes=MAX_FRAME_BYTES,
+                                       max_frame_bytes=args.max_frame_bytes,
                                        timestamp_ns=time.time_ns())
                 rows.append((s.peer, [(self.meta["next_seq"] + i, f)
                                       for i, f in enumerate(frames)]))

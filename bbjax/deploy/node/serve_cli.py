@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_MAX_ENVELOPE_BYTES = 16 << 20
+DEFAULT_MAX_FRAME_BYTES = 4 << 20
 MAX_ENVELOPE_CAP = 2**32 - 1  # the envelope's u32 length field
+MIN_FRAME_BYTES = 1024  # room for a chunk frame's 146 bytes of header and signature
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,21 +36,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --exit-after-rounds: exit 1 if frames are still "
                              "undelivered this long after the rounds ended (they stay in "
                              "--state and a restart resends them)")
-    parser.add_argument("--max-envelope-bytes", type=_envelope_cap, metavar="BYTES",
+    parser.add_argument("--max-envelope-bytes", type=_bytes(1), metavar="BYTES",
                         default=DEFAULT_MAX_ENVELOPE_BYTES,
                         help="the largest envelope this node sends or reassembles; set the "
                              "same on every peer (default 16 MiB)")
+    parser.add_argument("--max-frame-bytes", type=_bytes(MIN_FRAME_BYTES), metavar="BYTES",
+                        default=DEFAULT_MAX_FRAME_BYTES,
+                        help="envelopes above this travel in chunks (signed frames of at "
+                             "most this size); the largest frame this node admits; set the "
+                             "same on every peer (default 4 MiB)")
 
 
-def _envelope_cap(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_ENVELOPE_CAP:
-        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_ENVELOPE_CAP}], "
-                                         f"got {text!r}")
-    return value
+def _bytes(least: int):
+    """An argparse type: an integer in [least, MAX_ENVELOPE_CAP]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if not least <= value <= MAX_ENVELOPE_CAP:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{least}, "
+                                             f"{MAX_ENVELOPE_CAP}], got {text!r}")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:

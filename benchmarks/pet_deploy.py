@@ -9,7 +9,8 @@ and in-process participants (``bbjax.deploy.pet.participants``).
 * Load: ``--load`` concurrent clients posting for ``--duration`` seconds. Each client posts
   fresh sealed Sum messages of distinct sum participants (up to ``--pool`` in all; each is
   decrypted, verified, accepted and committed to SQLite before its 200), then re-posts its
-  last one (decrypted, verified and answered 409). Messages/s and the p50 / p99 POST
+  last one (decrypted, verified and rejected as a second Sum of that participant: 400).
+  Every client has its own connection, opened before the clock starts. Messages/s and the p50 / p99 POST
   latency, overall and of the accepted ones. After the run the coordinator is killed with
   SIGKILL and its SQLite store is read back: it must hold every sum answered 200.
 
@@ -27,6 +28,7 @@ import datetime as dt
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -172,8 +174,13 @@ def sum_messages(params: RoundParameters, count: int) -> list[bytes]:
 
 
 async def post_for(url: str, pools: list[list[bytes]], duration: float) -> dict:
+    """Each pool's client, on a connection of its own (opened before the clock starts),
+    posts its bodies in turn, then its last again, for ``duration`` seconds."""
     latencies: dict[int, list[float]] = {}
-    end = time.perf_counter() + duration
+    plain = ssl.create_default_context()  # one context: httpx builds one per client else
+    clients = [httpx.AsyncClient(limits=httpx.Limits(max_connections=1), timeout=120,
+                                 verify=plain) for _ in pools]
+    await asyncio.gather(*(http.get(f"{url}/health") for http in clients))
 
     async def client(http: httpx.AsyncClient, pool: list[bytes]) -> None:
         sent = 0
@@ -184,11 +191,11 @@ async def post_for(url: str, pools: list[list[bytes]], duration: float) -> dict:
             status = (await http.post(f"{url}/message", content=body)).status_code
             latencies.setdefault(status, []).append(time.perf_counter() - t)
 
-    limits = httpx.Limits(max_connections=len(pools), max_keepalive_connections=len(pools))
-    async with httpx.AsyncClient(limits=limits, timeout=120) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(http, pool) for pool in pools))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    end = t0 + duration
+    await asyncio.gather(*(client(http, pool) for http, pool in zip(clients, pools)))
+    wall = time.perf_counter() - t0
+    await asyncio.gather(*(http.aclose() for http in clients))
     every = np.concatenate([np.array(v) for v in latencies.values()]) * 1e3
     accepted = np.array(latencies.get(200, [np.nan])) * 1e3
     return {"clients": len(pools), "duration": duration, "wall_s": wall,

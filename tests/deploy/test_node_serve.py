@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sqlite3
 import sys
 
 import httpx
@@ -98,6 +99,8 @@ def test_the_store_commits_state_outbox_inbox_gate_and_meta_together(tmp_path):
     assert reopened.inbox() == [(second, b"e2")]  # logged, not yet taken into a state
     assert reopened.last_seq() == {2: 7, 3: 1}
     assert reopened.meta() == {"rounds_started": 0, "rounds_done": 0, "next_seq": 3}
+    with sqlite3.connect(tmp_path / "node.db") as db:  # pages for big blobs
+        assert db.execute("PRAGMA page_size").fetchone() == (65536,)
 
 
 @pytest.mark.parametrize("spec", ["no_colon", "bbjax_no_such_module:f", "json:no_such_function",

@@ -52,10 +52,11 @@ def test_a_killed_coordinator_restores_its_model_and_continues(processes, tmp_pa
     while httpx.get(f"{url}/health").json()["phase"] != phase:
         assert time.monotonic() < deadline, coordinator.output()
         time.sleep(0.02)
+    participants.kill9()  # first: no message can end the round while the model is read
     health = httpx.get(f"{url}/health").json()
+    assert health["phase"] == phase  # a phase lasts time_min = 0.5 s at least
     before = httpx.get(f"{url}/model").content
     coordinator.kill9()
-    participants.kill9()
     coordinator = start(processes, config, port, "--restore")
     assert httpx.get(f"{url}/model").content == before
     assert httpx.get(f"{url}/health").json()["round_id"] > health["round_id"]

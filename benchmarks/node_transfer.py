@@ -11,9 +11,17 @@ same run); the difference is what the network path costs, and 2 x model bytes ov
 the transfer throughput. The networked run's final server model must equal the in-process
 one exactly.
 
+With ``--flower``, the same rounds also run on Flower's Deployment Runtime (a SuperLink and
+one SuperNode on loopback, ``flower_transfer_app/`` in the Flower venv of
+``against_flower.py``): the ServerApp sends the model, the ClientApp takes one SGD step of
+the same MLP and returns it; each round is timed in the ServerApp. Flower starts a ClientApp
+process for every message, so its rounds have a floor that does not depend on the model's
+size; the smallest ``--mb`` measures it for both, and the marginal throughput of a size is
+2 x (its bytes - the smallest's) over (its round time - the smallest's).
+
 Writes benchmarks/results/node_transfer.json (RESULTS.md is left alone).
 
-    python benchmarks/node_transfer.py [--mb 10,100] [--rounds 3]
+    python benchmarks/node_transfer.py [--mb 0.3,10,100] [--rounds 3] [--flower]
 """
 
 from __future__ import annotations
@@ -145,7 +153,40 @@ def networked(workdir: Path, rounds: int, cap: int, hidden: int) -> tuple[list[f
     return list(np.diff(stamps)), workdir / "peer0.db.final.npz"
 
 
-def row(mb: float, rounds: int, tmp: Path) -> dict:
+def flower(workdir: Path, rounds: int, hidden: int) -> list[float]:
+    """Seconds of each round on Flower's Deployment Runtime (after a first one)."""
+    from against_flower import flower_python
+
+    bin_dir = flower_python().parent
+    home = workdir / "flwr-home"
+    home.mkdir()
+    link, node = free_port(), free_port()
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "bench"\n\n[superlink.bench]\n'
+                                      f'address = "127.0.0.1:{link}"\ninsecure = true\n')
+    env = dict(os.environ, FLWR_HOME=str(home), JAX_PLATFORMS="cpu",
+               PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]))
+    log = open(workdir / "flower.log", "ab")
+    procs = [subprocess.Popen([str(bin_dir / "flower-superlink"), "--insecure", "--port",
+                               str(link), "--disable-runtime-dependency-installation"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)]
+    try:
+        time.sleep(3)
+        procs.append(subprocess.Popen([str(bin_dir / "flower-supernode"), "--insecure",
+                                       "--superlink", f"127.0.0.1:{link}", "--port", str(node)],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT))
+        out = workdir / "flower.json"
+        subprocess.run([str(bin_dir / "flwr"), "run", str(Path(__file__).parent /
+                        "flower_transfer_app"), "bench", "--stream", "--run-config",
+                        f'hidden={hidden} rounds={rounds + 1} out="{out}"'],
+                       env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1800, check=True)
+        return json.loads(out.read_text())["seconds"][1:]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+
+
+def row(mb: float, rounds: int, tmp: Path, with_flower: bool) -> dict:
     import jax
 
     import bbjax
@@ -172,29 +213,48 @@ def row(mb: float, rounds: int, tmp: Path) -> dict:
     diff = max(float(np.max(np.abs(saved[jax.tree_util.keystr(p)] - np.asarray(leaf))))
                for p, leaf in flat)
     net_s, local_s = float(np.median(wire)), float(np.median(local[1:]))
+    flower_s = flower(workdir, rounds, hidden) if with_flower else None
     return {"model_bytes": model_bytes, "hidden": hidden, "rounds": rounds,
+            "flower_round_s": flower_s,
+            "median_flower_s": None if flower_s is None else float(np.median(flower_s)),
             "networked_round_s": wire, "in_process_round_s": local[1:],
             "median_networked_s": net_s, "median_in_process_s": local_s,
             "ratio": net_s / local_s,
             "transfer_mb_per_s": 2 * model_bytes / 1e6 / max(net_s - local_s, 1e-9),
             "networked_wall_s": wall, "max_abs_diff": diff,
-            "benchmark_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "benchmark_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "largest_node_max_rss_mb":  # of the node processes that ended so far
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mb", default="10,100", help="model sizes in MB, comma-separated")
+    p.add_argument("--mb", default="0.3,10,100", help="model sizes in MB, comma-separated")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up)")
+    p.add_argument("--flower", action="store_true",
+                   help="also run the rounds on Flower's Deployment Runtime")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for mb in (float(m) for m in args.mb.split(",")):
-            r = row(mb, args.rounds, Path(tmp))
+            r = row(mb, args.rounds, Path(tmp), args.flower)
             rows.append(r)
+            flower_text = "" if r["median_flower_s"] is None else \
+                f", Flower {r['median_flower_s']:.2f} s"
             print(f"{r['model_bytes'] / 1e6:.1f} MB model: round {r['median_networked_s']:.2f} s "
                   f"networked vs {r['median_in_process_s']:.2f} s in-process "
-                  f"(x{r['ratio']:.2f}); transfer {r['transfer_mb_per_s']:.0f} MB/s; "
-                  f"max abs diff {r['max_abs_diff']:g}", flush=True)
+                  f"(x{r['ratio']:.2f}){flower_text}; max abs diff {r['max_abs_diff']:g}",
+                  flush=True)
+    for r in rows[1:]:
+        extra = 2 * (r["model_bytes"] - rows[0]["model_bytes"]) / 1e6
+        for name in ("networked", "flower"):
+            if r[f"median_{name}_s"] is not None:
+                r[f"marginal_{name}_mb_per_s"] = extra / max(
+                    r[f"median_{name}_s"] - rows[0][f"median_{name}_s"], 1e-9)
+        print(f"{r['model_bytes'] / 1e6:.1f} MB over {rows[0]['model_bytes'] / 1e6:.1f} MB: "
+              + ", ".join(f"{name} {r[f'marginal_{name}_mb_per_s']:.0f} MB/s"
+                          for name in ("networked", "flower")
+                          if f"marginal_{name}_mb_per_s" in r), flush=True)
     record = {"benchmark": "node_transfer", "date": dt.date.today().isoformat(),
               "machine": timing.machine(), "command": " ".join(sys.argv), "rows": rows}
     timing.RESULTS_DIR.mkdir(exist_ok=True)

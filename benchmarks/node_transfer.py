@@ -222,9 +222,7 @@ def row(mb: float, rounds: int, tmp: Path, with_flower: bool) -> dict:
             "ratio": net_s / local_s,
             "transfer_mb_per_s": 2 * model_bytes / 1e6 / max(net_s - local_s, 1e-9),
             "networked_wall_s": wall, "max_abs_diff": diff,
-            "benchmark_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "largest_node_max_rss_mb":  # of the node processes that ended so far
-                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "benchmark_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:

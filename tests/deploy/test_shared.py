@@ -12,6 +12,7 @@ from starlette.requests import Request
 from bbjax.deploy.backoff import Backoff
 from bbjax.deploy.bodies import BodyRefused, read_body
 from bbjax.deploy.serving import Listen, Tls
+from bbjax.deploy.toml_files import read_toml
 from bbjax.errors import ConfigError, InvalidArgument
 
 
@@ -75,3 +76,22 @@ def test_listen_and_tls_check_their_fields(tmp_path):
         Listen(port=70000)
     with pytest.raises(ConfigError, match="tls.certificate"):
         Tls(str(tmp_path / "missing.pem"), str(tmp_path / "key.pem"))
+
+
+def test_read_toml_names_the_file_and_what_is_wrong(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('a = 1\n[b]\nc = "d"\n')
+    assert read_toml(good, "peer list") == {"a": 1, "b": {"c": "d"}}
+    with pytest.raises(ConfigError, match=r"^no peer list '.*missing.toml'$"):
+        read_toml(tmp_path / "missing.toml", "peer list")
+    with pytest.raises(ConfigError, match=r"^cannot read peer list '.*': Is a directory$"):
+        read_toml(tmp_path, "peer list")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('secret = "abc\n')
+    with pytest.raises(ConfigError, match=r"^config file '.*bad.toml' is not valid TOML: .+"):
+        read_toml(bad, "config file")
+    with pytest.raises(ConfigError, match=r"^key file '.*bad.toml' is not valid TOML$"):
+        read_toml(bad, "key file", parser_detail=False)
+    bad.write_bytes(b"a = '\xff'\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        read_toml(bad, "config file")

@@ -6,10 +6,10 @@ The secret never appears in a message, a ``repr`` or an error."""
 from __future__ import annotations
 
 import os
-import tomllib
 
 import nacl.signing
 
+from bbjax.deploy.toml_files import read_toml
 from bbjax.errors import ConfigError
 
 _SECRET_HEX = 64
@@ -64,13 +64,7 @@ def load_key_file(path: str | os.PathLike[str]) -> nacl.signing.SigningKey:
     """The signing key in ``path``; :class:`ConfigError` for a file that cannot be read or
     is not exactly ``secret = "<64 hex digits>"``."""
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file {name!r}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError:
-        raise ConfigError(f"key file {name!r} is not valid TOML") from None
+    table = read_toml(path, "key file", parser_detail=False)
     if set(table) != {"secret"}:
         raise ConfigError(f"key file {name!r} must hold exactly one field, secret; it has "
                           f"{sorted(table)}", field="secret")

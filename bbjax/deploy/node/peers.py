@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import urllib.parse
 from typing import Any, Iterator, Sequence
 
+from bbjax.deploy.toml_files import read_toml
 from bbjax.errors import ConfigError
 
 _FIELDS = ("id", "class", "address", "public_key")
@@ -81,13 +81,7 @@ class Peers:
 def load_peers(path: str | os.PathLike[str]) -> Peers:
     """The peer list in ``path``; :class:`ConfigError` naming the entry and field at fault."""
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read peer list {name!r}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"peer list {name!r} is not valid TOML: {exc}") from None
+    table = read_toml(path, "peer list")
     if set(table) != {"peer"} or not isinstance(table["peer"], list) or not table["peer"]:
         raise ConfigError(f"peer list {name!r} must hold [[peer]] tables and nothing else",
                           field="peer")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from bbjax.deploy.serving import Listen, Tls
+from bbjax.deploy.toml_files import read_toml
 from bbjax.errors import ConfigError
 from bbjax.protocols.pet.settings import CoordinatorSettings
 
@@ -44,14 +44,7 @@ def load_config(path: str | Path, *, port: int | None = None,
                 store: str | None = None) -> ServedCoordinatorConfig:
     """The configuration in the TOML file ``path``; ``port`` and ``store`` (a URL) replace
     the file's. :class:`ConfigError` naming the field for any bad entry."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no config file {str(path)!r}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not TOML: {err}") from None
+    data = read_toml(path, "config file")
     _known(data, _SECTIONS, "")
     settings = CoordinatorSettings.from_dict(_settings_dict(data))
     server = _table(data, "server")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sqlite3
 import sys
@@ -13,12 +14,13 @@ import httpx
 import nacl.signing
 import pytest
 
+from bbjax.deploy.node import serve_cli
+from bbjax.deploy.node.blobs import EXTERNAL_BYTES
+from bbjax.deploy.node.components import load_components
 from bbjax.deploy.node.frames import encode_frames
 from bbjax.deploy.node.identity import Identity, load_key_file
 from bbjax.deploy.node.peers import load_peers
 from bbjax.deploy.node.store import NodeStore
-from bbjax.deploy.node import serve_cli
-from bbjax.deploy.node.components import load_components
 from bbjax.errors import ConfigError, StoreError
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "deploy_fedavg"
@@ -123,3 +125,24 @@ def test_size_flags_out_of_range_are_usage_errors(flag, value, capsys):
         parser.parse_args([*required, flag, value])
     assert exit_.value.code == 2
     assert f"argument {flag}: expected an integer in [" in capsys.readouterr().err
+
+
+def test_large_values_live_in_files_that_only_committed_rows_keep(tmp_path):
+    big = [os.urandom(EXTERNAL_BYTES + i) for i in range(4)]
+    store = NodeStore(tmp_path / "node.db")
+    blobs = tmp_path / "node.db.blobs"
+    store.commit(big[0], [(1, 2, big[1]), (2, 2, b"small")])
+    first = store.log_inbound(big[2], {2: 1})
+    assert len(list(blobs.iterdir())) == 3  # state, frame 1, the envelope; "small" inline
+    with pytest.raises(StoreError):  # seq 2 is taken: nothing of it is kept, files included
+        store.commit(big[3], [(2, 2, big[3])], [1], None, None, [first])
+    assert len(list(blobs.iterdir())) == 3
+    store.commit(big[3], (), [1], None, None, [first])  # the old state, frame 1, the envelope
+    assert [p.read_bytes() for p in blobs.iterdir()] == [big[3]]  # go
+    (blobs / "0123.tmp").write_bytes(b"an unfinished write")  # as a crash would leave
+    (blobs / "feed").write_bytes(b"written, never committed")
+    store.close()
+    reopened = NodeStore(tmp_path / "node.db")
+    assert (reopened.state(), reopened.outbox(), reopened.inbox()) == (big[3], [(2, 2, b"small")],
+                                                                       [])
+    assert [p.read_bytes() for p in blobs.iterdir()] == [big[3]]

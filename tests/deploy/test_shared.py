@@ -1,5 +1,5 @@
 """The deployment pieces every server and client shares: jittered backoff, capped body
-reads, listening addresses."""
+reads, listening addresses, TOML files."""
 
 from __future__ import annotations
 

@@ -151,7 +151,9 @@ class NodeHost:
         self.refused: Counter = Counter()
         self.admitted = 0
         self.queues: dict[int, asyncio.Queue] = {}
-        self.unsent = {seq: peer for seq, peer, _ in self.store.outbox()}  # seq -> peer
+        outbox = self.store.outbox()  # read once: large frames are files
+        self.unsent = {seq: peer for seq, peer, _ in outbox}  # seq -> peer
+        self.resend = _envelopes(outbox)  # what drive() sends first
         self.rounds_ended = math.inf
         self.exit_code = 0
         self.wake = asyncio.Event()
@@ -286,8 +288,9 @@ class NodeHost:
         return True
 
     async def drive(self) -> None:
-        for peer, frames in _envelopes(self.store.outbox()):
+        for peer, frames in self.resend:
             self.enqueue(peer, frames)
+        self.resend = []
         while not self.finished(time.monotonic()):
             self.step()
             self.wake.clear()
